@@ -1,0 +1,48 @@
+"""sampleopt: optimisation through stochastic sampling.
+
+Three kinds of object, composed by the algorithms:
+
+* samplers (:mod:`sampleopt.samplers`): Gaussian Markov chains whose parameters
+  are a torch module's;
+* objectives (:mod:`sampleopt.objectives`): a reward r(x) -> (n,) and divergences
+  to a reference;
+* estimators (:mod:`sampleopt.estimators`): surrogate losses whose ``.backward()``
+  leaves a gradient estimate in ``.grad``.
+"""
+
+from sampleopt.algorithms import History, ImplicitDiffusion, NestedLoop, StepSize
+from sampleopt.errors import NonFiniteError, SampleoptError, UsageError
+from sampleopt.estimators import CovarianceEstimator, UnrolledEstimator
+from sampleopt.objectives import HexReward, Objective
+from sampleopt.samplers import (
+    FunctionPotential,
+    GaussianChain,
+    GaussianMixturePotential,
+    LangevinSampler,
+    Potential,
+    QuadraticPotential,
+    hex_centres,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CovarianceEstimator",
+    "FunctionPotential",
+    "GaussianChain",
+    "GaussianMixturePotential",
+    "HexReward",
+    "History",
+    "ImplicitDiffusion",
+    "LangevinSampler",
+    "NestedLoop",
+    "NonFiniteError",
+    "Objective",
+    "Potential",
+    "QuadraticPotential",
+    "SampleoptError",
+    "StepSize",
+    "UnrolledEstimator",
+    "UsageError",
+    "hex_centres",
+]

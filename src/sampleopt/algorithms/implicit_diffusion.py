@@ -1,0 +1,172 @@
+"""Implicit Diffusion for Langevin samplers: sampling and optimisation in one loop.
+
+Marion et al. (AISTATS 2025), "Implicit Diffusion: Efficient Optimization through
+Stochastic Sampling", section 3 (Algorithm 2, infinite time), methods.md 4. Instead
+of running a whole sampling chain for every theta step (:class:`NestedLoop`), keep
+one persistent batch of particles and alternate
+
+    x_{k+1}     = x_k - gamma grad_x V_{theta_k}(x_k) + sqrt(2 gamma) xi_k   (one ULA step)
+    theta_{k+1} = theta_k - eta_k * Gamma(x_{k+1}, theta_k)                   (one theta step)
+
+with Gamma the covariance estimator (:class:`CovarianceEstimator`), so the
+particles track pi_theta as theta moves. Each iteration costs one sampling step.
+With a KL penalty in the reverse direction a second, frozen particle batch tracks
+pi_ref.
+
+The loop runs in blocks: noise for a block is drawn at once, records stay on the
+device, and at the end of each block the records are checked for NaN/inf (one
+synchronisation per block) and handed to ``callback`` (for metrics and
+checkpoints). On NaN/inf the state rolls back to the start of the block and a
+:class:`~sampleopt.errors.NonFiniteError` names the first bad iteration; the
+records before it have been handed to ``callback`` first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from sampleopt.algorithms.history import History, flat_params, raise_non_finite
+from sampleopt.algorithms.step_size import StepSize
+from sampleopt.errors import UsageError
+from sampleopt.estimators.covariance import CovarianceEstimator
+from sampleopt.objectives.objective import Objective
+from sampleopt.samplers.langevin import LangevinSampler
+
+Callback = Callable[[History, object], None]
+
+
+def trainable(module: torch.nn.Module) -> list[torch.nn.Parameter]:
+    params = [p for p in module.parameters() if p.requires_grad]
+    if not params:
+        raise UsageError(f"{type(module).__name__} has no trainable parameters to optimise")
+    return params
+
+
+class ImplicitDiffusion:
+    """The single loop with persistent particles.
+
+    Args:
+        sampler: the Langevin sampler whose potential's parameters are optimised.
+        objective: reward and optional KL penalty.
+        n_particles: size of the persistent batch.
+        step_size: :class:`StepSize` (constant or eta / sqrt(k+1)).
+        optimizer: any torch optimiser over the sampler's parameters; its learning
+            rate is set from ``step_size`` each step. Default (None): plain SGD, as in
+            the paper, applied in place (the cheapest update: this loop's iterations
+            are tiny, so a generic optimiser's per-step overhead would dominate).
+        generator: the random stream (seed it for reproducible runs).
+        particles: starting particles (default: the sampler's x_0 law).
+    """
+
+    def __init__(
+        self,
+        sampler: LangevinSampler,
+        objective: Objective,
+        *,
+        n_particles: int = 1000,
+        step_size: StepSize | float = 0.1,
+        optimizer: torch.optim.Optimizer | None = None,
+        estimator: CovarianceEstimator | None = None,
+        generator: torch.Generator | None = None,
+        particles: torch.Tensor | None = None,
+    ):
+        if not isinstance(sampler, LangevinSampler):
+            raise UsageError("ImplicitDiffusion (infinite time) needs a LangevinSampler")
+        if int(n_particles) < 2:
+            raise UsageError(f"n_particles must be >= 2, got {n_particles}")
+        self.sampler = sampler
+        self.objective = objective
+        self.step_size = step_size if isinstance(step_size, StepSize) else StepSize(step_size)
+        self.estimator = estimator or CovarianceEstimator()
+        self.generator = generator
+        self.params = trainable(sampler)
+        self.optimizer = optimizer
+        with torch.no_grad():
+            if particles is None:
+                particles = sampler.sample_x0(int(n_particles), generator)
+            self.particles = particles.detach().clone()
+            self.reference_sampler = None
+            self.reference_particles = None
+            if objective.needs_reference_samples:
+                self.reference_sampler = sampler.with_potential(objective.reference)
+                self.reference_particles = self.reference_sampler.sample_x0(
+                    self.particles.shape[0], generator
+                )
+        self.iteration = 0
+
+    def run(
+        self, iterations: int, *, block: int = 100, callback: Callback | None = None
+    ) -> History:
+        """Run ``iterations`` more iterations; returns their records."""
+        parts = []
+        done = 0
+        while done < iterations:
+            b = min(block, iterations - done)
+            parts.append(self._run_block(b, callback))
+            done += b
+        return History.cat(parts) if parts else self._empty()
+
+    @torch.no_grad()
+    def _run_block(self, b: int, callback: Callback | None) -> History:
+        sampler, objective, est = self.sampler, self.objective, self.estimator
+        potential = sampler.potential
+        x, x_ref = self.particles, self.reference_particles
+        saved = (x, x_ref, [p.detach().clone() for p in self.params], self.iteration)
+        shape = (b, *x.shape)
+        noise = torch.randn(shape, generator=self.generator, dtype=x.dtype, device=x.device)
+        noise_ref = None
+        if x_ref is not None:
+            noise_ref = torch.randn(shape, generator=self.generator, dtype=x.dtype, device=x.device)
+        rec_r, rec_t = [], []
+        constant = self.step_size.schedule == "constant"
+        opt = self.optimizer
+        single = len(self.params) == 1
+        k0 = self.iteration
+        for i in range(b):
+            x = sampler.step(x, 0, noise[i])
+            if x_ref is not None:
+                x_ref = self.reference_sampler.step(x_ref, 0, noise_ref[i])
+            r = objective.rewards(x)
+            grads = est.gradient(potential, objective, x, rewards=r, reference_samples=x_ref)
+            lr = self.step_size.eta if constant else self.step_size(k0 + i)
+            if opt is None:
+                for p, g in zip(self.params, grads, strict=True):
+                    p.sub_(g, alpha=lr)
+            else:
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                for p, g in zip(self.params, grads, strict=True):
+                    p.grad = g
+                opt.step()
+            rec_r.append(r.mean())
+            rec_t.append(self.params[0].reshape(-1).clone() if single else flat_params(self.params))
+        steps = torch.arange(k0 + 1, k0 + b + 1)
+        hist = History(steps, steps.clone(), torch.stack(rec_r), torch.stack(rec_t))
+        bad = hist.first_non_finite()
+        if bad is not None:
+            row, what = bad
+            self.particles, self.reference_particles, good, self.iteration = saved
+            for p, v in zip(self.params, good, strict=True):
+                p.copy_(v)
+            if callback is not None and row > 0:
+                callback(hist[:row], self)
+            raise_non_finite(hist, row, what)
+        self.particles, self.reference_particles = x, x_ref
+        self.iteration = k0 + b
+        if callback is not None:
+            callback(hist, self)
+        return hist
+
+    def _empty(self) -> History:
+        n_theta = sum(p.numel() for p in self.params)
+        e = torch.empty(0, dtype=torch.long)
+        return History(e, e.clone(), torch.empty(0), torch.empty(0, n_theta))
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Everything beyond the sampler's parameters that a resume needs."""
+        out = {"particles": self.particles, "iteration": torch.tensor(self.iteration)}
+        if self.reference_particles is not None:
+            out["reference_particles"] = self.reference_particles
+        return out

@@ -1,0 +1,14 @@
+"""Gradient estimators, each returning a surrogate loss.
+
+An estimator combines a sampler and an objective into a scalar whose
+``.backward()`` leaves the gradient estimate of l(theta) in the sampler's
+parameters' ``.grad``, so any torch optimiser, gradient accumulation or DDP works
+unchanged. Swapping an estimator is one argument.
+"""
+
+from sampleopt.estimators.covariance import CovarianceEstimator
+from sampleopt.estimators.unrolled import UnrolledEstimator
+
+ESTIMATORS = {"covariance": CovarianceEstimator, "unrolled": UnrolledEstimator}
+
+__all__ = ["ESTIMATORS", "CovarianceEstimator", "UnrolledEstimator"]

@@ -1,0 +1,21 @@
+"""Named, documented experiments the CLI runs (``sampleopt list``)."""
+
+from __future__ import annotations
+
+from sampleopt.errors import UsageError
+from sampleopt.experiments.base import Experiment
+from sampleopt.experiments.langevin_hex import LANGEVIN_HEX
+
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (LANGEVIN_HEX,)}
+
+
+def get_experiment(name: str) -> Experiment:
+    if name not in EXPERIMENTS:
+        raise UsageError(
+            f"unknown experiment {name!r}; available: {', '.join(sorted(EXPERIMENTS))} "
+            "(see `sampleopt list`)"
+        )
+    return EXPERIMENTS[name]
+
+
+__all__ = ["EXPERIMENTS", "Experiment", "get_experiment"]

@@ -1,0 +1,18 @@
+"""What an experiment is: a name, a one-line description, a config dataclass and a
+function that runs it into a run folder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sampleopt.rundir import RunDir
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    description: str
+    config_cls: type
+    run: Callable[[Any, RunDir, bool], dict]

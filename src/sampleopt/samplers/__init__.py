@@ -1,0 +1,21 @@
+"""Samplers: Gaussian Markov chains x_{k+1} = m_theta(x_k, k) + s_k xi_k."""
+
+from sampleopt.samplers.chain import GaussianChain
+from sampleopt.samplers.langevin import LangevinSampler
+from sampleopt.samplers.potentials import (
+    FunctionPotential,
+    GaussianMixturePotential,
+    Potential,
+    QuadraticPotential,
+    hex_centres,
+)
+
+__all__ = [
+    "FunctionPotential",
+    "GaussianChain",
+    "GaussianMixturePotential",
+    "LangevinSampler",
+    "Potential",
+    "QuadraticPotential",
+    "hex_centres",
+]
