@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from sampleopt import __version__
-from sampleopt.config import apply_overrides, describe, to_dict
+from sampleopt.config import apply_overrides, describe, from_dict, to_dict
 from sampleopt.errors import SampleoptError, UsageError
 from sampleopt.experiments import EXPERIMENTS, get_experiment
 
@@ -66,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--seed", type=int, metavar="N", help="random seed (same as --set seed=N)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    resume = sub.add_parser(
+        "resume",
+        help="continue an interrupted or failed run from its last checkpoint",
+        description="Continue a run folder from its last checkpoint with its saved config. "
+        "The resumed run ends exactly where the uninterrupted run would have.",
+    )
+    resume.add_argument("folder", metavar="DIR", help="the run folder")
+    resume.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
 
@@ -79,18 +87,32 @@ def cmd_list() -> int:
 def cmd_run(args) -> int:
     from sampleopt.rundir import RunDir, default_run_path
 
-    exp = get_experiment(args.name)
-    overrides = list(args.overrides)
-    if args.seed is not None:
-        overrides.append(f"seed={args.seed}")
-    cfg = apply_overrides(exp.config_cls(), overrides)
-    seed = dataclasses.asdict(cfg).get("seed", 0)
-    path = Path(args.out) if args.out else default_run_path("runs", exp.name, seed)
-    rd = RunDir(path)
+    resume = args.command == "resume"
+    if resume:
+        rd = RunDir(args.folder, resume=True)
+        saved = rd.read_json("config.json")
+        exp = get_experiment(saved.get("experiment", "?"))
+        cfg = from_dict(exp.config_cls, saved.get("config", {}))
+        status = (
+            rd.read_json("summary.json").get("status") if rd.file("summary.json").exists() else None
+        )
+        if status == "done":
+            rd.close()
+            raise UsageError(f"nothing to resume: the run in {rd.path} finished")
+    else:
+        exp = get_experiment(args.name)
+        overrides = list(args.overrides)
+        if args.seed is not None:
+            overrides.append(f"seed={args.seed}")
+        cfg = apply_overrides(exp.config_cls(), overrides)
+        seed = dataclasses.asdict(cfg).get("seed", 0)
+        path = Path(args.out) if args.out else default_run_path("runs", exp.name, seed)
+        rd = RunDir(path)
     try:
-        rd.write_json("config.json", {"experiment": exp.name, "config": to_dict(cfg)})
+        if not resume:
+            rd.write_json("config.json", {"experiment": exp.name, "config": to_dict(cfg)})
         print(f"run folder: {rd.path}", flush=True)
-        summary = exp.run(cfg, rd, not args.no_progress)
+        summary = exp.run(cfg, rd, not args.no_progress, resume)
     finally:
         rd.close()
     for key in ("reward_mean", "mixture_weights"):
@@ -114,7 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sampleopt: failed: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("sampleopt: interrupted; the run folder keeps what was written", file=sys.stderr)
+        print(
+            "sampleopt: interrupted; the run folder keeps what was written "
+            "(continue it with `sampleopt resume DIR`)",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -83,6 +83,24 @@ def apply_overrides(config, overrides: list[str]):
     return new
 
 
+def from_dict(cls, data: dict):
+    """Rebuild a config saved with :func:`to_dict` (e.g. a run folder's config.json)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise UsageError(
+            f"saved config has keys {cls.__name__} does not know: {', '.join(unknown)}"
+        )
+    types = _field_types(cls)
+    values = {}
+    for key, value in data.items():
+        text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        values[key] = _parse(key, types[key], text)
+    config = cls(**values)
+    validate(config)
+    return config
+
+
 def validate(config) -> None:
     """Check choices, and ranges declared as ``metadata={"min": ...}``."""
     for f in dataclasses.fields(config):

@@ -55,11 +55,13 @@ def atomic_write_text(path: Path, text: str) -> None:
 class RunDir:
     """A run folder. Creating one checks that it can be written (or says why not)."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, resume: bool = False):
         self.path = Path(path)
+        if resume and not (self.path / "config.json").is_file():
+            raise UsageError(f"{self.path} is not a run folder (no config.json in it)")
         if self.path.exists() and not self.path.is_dir():
             raise UsageError(f"output folder {self.path} exists and is not a folder")
-        if self.path.is_dir() and any(self.path.iterdir()):
+        if not resume and self.path.is_dir() and any(self.path.iterdir()):
             raise UsageError(
                 f"output folder {self.path} is not empty; choose another --out so that no "
                 "earlier run is overwritten"
@@ -81,6 +83,30 @@ class RunDir:
         path = self.file(name)
         atomic_write_text(path, json.dumps(_json_safe(data), indent=2) + "\n")
         return path
+
+    def read_json(self, name: str) -> dict:
+        path = self.file(name)
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot read {path}: {exc}") from None
+
+    def keep_metrics(self, keep) -> list[dict]:
+        """Rewrite metrics.jsonl with only the rows for which ``keep(row)`` is true (used
+        on resume, to drop rows computed after the checkpoint); returns the kept rows."""
+        self._metrics.close()
+        path = self.file("metrics.jsonl")
+        rows = []
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:  # a line cut short by a crash
+                continue
+            if keep(row):
+                rows.append(row)
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+        self._metrics = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        return rows
 
     def log_metrics(self, rows: list[dict]) -> None:
         """Append rows to metrics.jsonl and flush them to disk now."""

@@ -165,8 +165,50 @@ class ImplicitDiffusion:
         return History(e, e.clone(), torch.empty(0), torch.empty(0, n_theta))
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        """Everything beyond the sampler's parameters that a resume needs."""
-        out = {"particles": self.particles, "iteration": torch.tensor(self.iteration)}
+        """Everything a bit-identical resume needs: the sampler's parameters, the
+        particles, the iteration count and the random stream's state."""
+        out = {f"sampler.{k}": v for k, v in self.sampler.state_dict().items()}
+        out["particles"] = self.particles
+        out["iteration"] = torch.tensor(self.iteration)
         if self.reference_particles is not None:
             out["reference_particles"] = self.reference_particles
+        if self.generator is not None:
+            out["generator_state"] = self.generator.get_state()
         return out
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`state_tensors` saved (e.g. read from a checkpoint).
+
+        Raises :class:`UsageError` naming the mismatch if the checkpoint belongs to a
+        different model or set-up (missing keys, other shapes).
+        """
+        expected = self.state_tensors()
+        missing = sorted(set(expected) - set(tensors))
+        extra = sorted(set(tensors) - set(expected))
+        if missing or extra:
+            raise UsageError(
+                "checkpoint does not match this run: "
+                + "; ".join(
+                    part
+                    for part in (
+                        f"missing {', '.join(missing)}" if missing else "",
+                        f"unexpected {', '.join(extra)}" if extra else "",
+                    )
+                    if part
+                )
+            )
+        for key, value in expected.items():
+            if tensors[key].shape != value.shape:
+                raise UsageError(
+                    f"checkpoint does not match this run: {key} has shape "
+                    f"{tuple(tensors[key].shape)}, expected {tuple(value.shape)}"
+                )
+        params = {k[len("sampler.") :]: v for k, v in tensors.items() if k.startswith("sampler.")}
+        self.sampler.load_state_dict(params)
+        ref = next(iter(self.params))
+        self.particles = tensors["particles"].to(ref.device, ref.dtype).clone()
+        if self.reference_particles is not None:
+            self.reference_particles = tensors["reference_particles"].to(ref.device, ref.dtype)
+        self.iteration = int(tensors["iteration"])
+        if self.generator is not None:
+            self.generator.set_state(tensors["generator_state"])

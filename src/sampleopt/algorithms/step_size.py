@@ -22,8 +22,9 @@ class StepSize:
         if not (isinstance(self.eta, int | float) and math.isfinite(self.eta) and self.eta >= 0):
             raise UsageError(f"step size eta must be a finite number >= 0, got {self.eta!r}")
         if self.schedule not in SCHEDULES:
+            choices = ", ".join(SCHEDULES)
             raise UsageError(
-                f"unknown step-size schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}"
+                f"unknown step-size schedule {self.schedule!r}; choose one of {choices}"
             )
 
     def __call__(self, k: int) -> float:

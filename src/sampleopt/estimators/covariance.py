@@ -54,7 +54,7 @@ class CovarianceEstimator:
         rewards: torch.Tensor | None = None,
         reference_samples: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Per-sample weights (w, u) with grad l ≈ sum_i w_i grad V(x_i) + sum_j u_j grad V(x_ref_j)."""
+        """Per-sample weights (w, u): grad l ≈ sum_i w_i grad V(x_i) + sum_j u_j grad V(x_ref_j)."""
         n = x.shape[0]
         if n < 2:
             raise UsageError("the covariance estimator needs at least 2 samples")

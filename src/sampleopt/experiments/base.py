@@ -5,9 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-from sampleopt.rundir import RunDir
 
 
 @dataclass(frozen=True)
@@ -15,4 +12,4 @@ class Experiment:
     name: str
     description: str
     config_cls: type
-    run: Callable[[Any, RunDir, bool], dict]
+    run: Callable[..., dict]  # run(config, rundir, progress: bool, resume: bool) -> summary

@@ -40,7 +40,7 @@ from sampleopt.estimators import CovarianceEstimator, UnrolledEstimator
 from sampleopt.experiments.base import Experiment
 from sampleopt.objectives import KL_DIRECTIONS, HexReward, Objective
 from sampleopt.plots import density_plot, line_plot
-from sampleopt.rundir import RunDir
+from sampleopt.rundir import RunDir, load_checkpoint
 from sampleopt.samplers import GaussianMixturePotential, LangevinSampler, hex_centres
 
 THETA_0 = (1.5, 0.0, 1.5, 0.0, 1.5, 0.0)
@@ -100,8 +100,9 @@ def make_potential(theta=THETA_0) -> GaussianMixturePotential:
 class _Runner:
     """One langevin-hex run: holds the run folder, progress bar and summary."""
 
-    def __init__(self, cfg: LangevinHexConfig, rd: RunDir, progress: bool):
+    def __init__(self, cfg: LangevinHexConfig, rd: RunDir, progress: bool, resume: bool):
         self.cfg, self.rd = cfg, rd
+        self.resume_state = self._read_checkpoint() if resume else None
         self.reference = make_potential()
         self.centres = hex_centres(4.0)
         n_lam = 2 * len(cfg.lam_sweep)
@@ -154,15 +155,37 @@ class _Runner:
         return callback
 
     def checkpoint(self, alg: ImplicitDiffusion) -> None:
-        tensors = {f"potential.{k}": v for k, v in alg.sampler.potential.state_dict().items()}
-        tensors.update(alg.state_tensors())
         meta = {
             "experiment": "langevin-hex",
             "iteration": alg.iteration,
-            "potential": "GaussianMixturePotential(hex_centres(4.0), logits)",
+            "sampler": "LangevinSampler(GaussianMixturePotential(hex_centres(4.0), logits))",
             "config": to_dict(self.cfg),
         }
-        self.rd.save_checkpoint(tensors, meta)
+        self.rd.save_checkpoint(alg.state_tensors(), meta)
+
+    def _read_checkpoint(self):
+        """The main run's checkpoint and its metrics rows, for a resume."""
+        if not self.rd.file("checkpoint.safetensors").exists():
+            return None  # failed before the first checkpoint: start again
+        tensors, meta = load_checkpoint(self.rd.path)
+        if meta.get("experiment") != "langevin-hex":
+            raise UsageError(
+                f"checkpoint in {self.rd.path} is from experiment {meta.get('experiment')!r}, "
+                "not langevin-hex"
+            )
+        done = int(tensors["iteration"])
+        rows = self.rd.keep_metrics(lambda r: r.get("run") == "main" and r["step"] <= done)
+        if [r["step"] for r in rows] != list(range(1, done + 1)):
+            raise UsageError(
+                f"metrics.jsonl in {self.rd.path} lacks rows of the main run before step {done}"
+            )
+        prior = History(
+            torch.tensor([r["step"] for r in rows], dtype=torch.long),
+            torch.tensor([r["sampling_steps"] for r in rows], dtype=torch.long),
+            torch.tensor([r["reward_mean"] for r in rows]),
+            torch.tensor([r["weights"] for r in rows]).clamp_min(1e-12).log(),
+        )
+        return tensors, prior
 
     @torch.no_grad()
     def evaluate(self, potential, reward, gen) -> dict:
@@ -188,7 +211,7 @@ class _Runner:
         self.rd.write_json("summary.json", self.summary)
 
     # -- phases ------------------------------------------------------------------
-    def implicit(self, run: str, reward, lam: float, kl: str, phase: int, ckpt: bool):
+    def implicit(self, run: str, reward, lam: float, kl: str, phase: int, ckpt: bool, resume=None):
         cfg = self.cfg
         potential = make_potential()
         objective = Objective(reward, lam=lam, kl=kl, reference=self.reference)
@@ -199,8 +222,17 @@ class _Runner:
             step_size=StepSize(cfg.eta, cfg.schedule),
             generator=self.generator(phase),
         )
+        prior = None
+        if resume is not None:
+            tensors, prior = resume
+            alg.load_state_tensors(tensors)
+            self.bar.update(alg.iteration)
         every = max(cfg.checkpoint_every, cfg.log_every) if ckpt else None
-        hist = alg.run(cfg.iterations, block=cfg.log_every, callback=self.logger(run, every))
+        hist = alg.run(
+            cfg.iterations - alg.iteration, block=cfg.log_every, callback=self.logger(run, every)
+        )
+        if prior is not None:
+            hist = History.cat([prior, hist])
         if ckpt:
             self.checkpoint(alg)
         if objective.needs_reference_samples:  # the frozen reference chain's steps
@@ -246,7 +278,9 @@ class _Runner:
         cfg = self.cfg
         t0 = time.perf_counter()
         reward = self.reward(cfg.reward == "smooth")
-        alg, hist = self.implicit("main", reward, cfg.lam, cfg.kl, phase=0, ckpt=True)
+        alg, hist = self.implicit(
+            "main", reward, cfg.lam, cfg.kl, phase=0, ckpt=True, resume=self.resume_state
+        )
         self.timings["main"] = time.perf_counter() - t0
         with torch.no_grad():
             final = float(reward(alg.particles).mean())
@@ -443,8 +477,10 @@ def report_markdown(s: dict, cfg: LangevinHexConfig, figures: list[str]) -> str:
     return "\n".join(out)
 
 
-def run(cfg: LangevinHexConfig, rd: RunDir, progress: bool = True) -> dict:
-    return _Runner(cfg, rd, progress).run()
+def run(cfg: LangevinHexConfig, rd: RunDir, progress: bool = True, resume: bool = False) -> dict:
+    """Run langevin-hex into ``rd``; with ``resume``, continue the main run from the
+    folder's checkpoint (bit-identical to an uninterrupted run) and redo the rest."""
+    return _Runner(cfg, rd, progress, resume).run()
 
 
 LANGEVIN_HEX = Experiment(

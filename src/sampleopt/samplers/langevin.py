@@ -39,7 +39,7 @@ class LangevinSampler(GaussianChain):
         if not isinstance(potential, Potential):
             raise UsageError(
                 "LangevinSampler needs a sampleopt Potential; wrap a function V(x, theta) "
-                "in FunctionPotential(fn, theta)"
+                "in FunctionPotential(fn, theta, dim)"
             )
         if not (isinstance(gamma, int | float) and gamma > 0 and math.isfinite(gamma)):
             raise UsageError(f"Langevin step gamma must be a positive number, got {gamma!r}")

@@ -60,20 +60,25 @@ class Potential(nn.Module):
 class FunctionPotential(Potential):
     """Wrap a user function ``V(x, theta) -> (n,)`` with a trainable ``theta``.
 
-    >>> pot = FunctionPotential(lambda x, th: ((x - th) ** 2).sum(1) / 2, torch.zeros(2))
+    ``dim`` is the dimension of x (not of theta).
+
+    >>> pot = FunctionPotential(lambda x, th: ((x - th) ** 2).sum(1) / 2, torch.zeros(2), dim=2)
     """
 
-    def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], theta, dim=None):
+    def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], theta, dim: int):
         super().__init__()
         if not callable(fn):
             raise UsageError(f"FunctionPotential needs a callable V(x, theta), got {fn!r}")
+        if not (isinstance(dim, int) and dim > 0):
+            raise UsageError(
+                f"FunctionPotential: dim (the dimension of x) must be > 0, got {dim!r}"
+            )
         self.fn = fn
-        self.theta = nn.Parameter(torch.as_tensor(theta, dtype=torch.get_default_dtype()).clone())
-        if dim is None:
-            if self.theta.ndim != 1:
-                raise UsageError("FunctionPotential: pass dim= when theta is not a vector")
-            dim = self.theta.shape[0]
-        self.dim = int(dim)
+        theta = torch.as_tensor(theta)
+        if not theta.is_floating_point():
+            theta = theta.to(torch.get_default_dtype())
+        self.theta = nn.Parameter(theta.detach().clone())
+        self.dim = dim
 
     def energy(self, x):
         return self.fn(x, self.theta)
