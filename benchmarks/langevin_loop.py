@@ -83,13 +83,26 @@ def time_process(extra: list[str], repeats: int) -> dict:
     times = []
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
-            argv = [*cmd, "run", "langevin-hex", "--seed", "0", "--out", f"{tmp}/run",
-                    "--no-progress", *extra]
+            argv = [
+                *cmd,
+                "run",
+                "langevin-hex",
+                "--seed",
+                "0",
+                "--out",
+                f"{tmp}/run",
+                "--no-progress",
+                *extra,
+            ]
             t0 = time.perf_counter()
             subprocess.run(argv, check=True, capture_output=True)
             times.append(time.perf_counter() - t0)
-    return {"best_s": min(times), "median_s": statistics.median(times), "all_s": times,
-            "command": " ".join(["sampleopt", "run", "langevin-hex", "--seed", "0", *extra])}
+    return {
+        "best_s": min(times),
+        "median_s": statistics.median(times),
+        "all_s": times,
+        "command": " ".join(["sampleopt", "run", "langevin-hex", "--seed", "0", *extra]),
+    }
 
 
 def main() -> None:
@@ -100,8 +113,12 @@ def main() -> None:
 
     results = {
         "work": f"{PARTICLES} particles x {ITERATIONS} iterations (Marion et al. 5.1)",
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "torch": torch.__version__, "threads": torch.get_num_threads()},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
         "targets": {"loop_s": 0.5, "process_s_official_jax": 4.1},
         "compile_s": 0.0,
         "loop": time_loop(False, args.repeats),

@@ -37,9 +37,22 @@ class HexReward(nn.Module):
     def __init__(self, smooth: bool = False):
         super().__init__()
         self.smooth = bool(smooth)
-        self.register_buffer("target", torch.tensor([4.0, 3.8]))
-        self.register_buffer("_minus_inv_tau", torch.full((2,), -1.0 / 20.0), persistent=False)
-        self.register_buffer("_log_scale", torch.tensor(-math.log(2.5)), persistent=False)
+        self._make_constants(torch.get_default_dtype(), None)
+
+    def _make_constants(self, dtype, device):
+        # plain Python constants made into tensors of the module's dtype (rebuilt after
+        # .double()/.to(), so no float32 rounding survives a conversion)
+        kw = {"dtype": dtype, "device": device}
+        self.register_buffer("target", torch.tensor([4.0, 3.8], **kw), persistent=False)
+        self.register_buffer(
+            "_minus_inv_tau", torch.full((2,), -1.0 / 20.0, **kw), persistent=False
+        )
+        self.register_buffer("_log_scale", torch.tensor(-math.log(2.5), **kw), persistent=False)
+
+    def _apply(self, fn, *args, **kwargs):
+        out = super()._apply(fn, *args, **kwargs)
+        self._make_constants(self.target.dtype, self.target.device)
+        return out
 
     def forward(self, x):
         d = x - self.target

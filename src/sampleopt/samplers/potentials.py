@@ -24,6 +24,14 @@ from sampleopt.checks import check_per_sample
 from sampleopt.errors import UsageError
 
 
+def as_float_tensor(value, dtype=None) -> torch.Tensor:
+    """A floating tensor: keeps a floating input's dtype, else ``dtype`` or the default."""
+    t = torch.as_tensor(value)
+    if dtype is not None:
+        return t.to(dtype)
+    return t if t.is_floating_point() else t.to(torch.get_default_dtype())
+
+
 class Potential(nn.Module):
     """Base class: subclasses define :meth:`energy` and set :attr:`dim`."""
 
@@ -74,10 +82,7 @@ class FunctionPotential(Potential):
                 f"FunctionPotential: dim (the dimension of x) must be > 0, got {dim!r}"
             )
         self.fn = fn
-        theta = torch.as_tensor(theta)
-        if not theta.is_floating_point():
-            theta = theta.to(torch.get_default_dtype())
-        self.theta = nn.Parameter(theta.detach().clone())
+        self.theta = nn.Parameter(as_float_tensor(theta).detach().clone())
         self.dim = dim
 
     def energy(self, x):
@@ -93,8 +98,8 @@ class QuadraticPotential(Potential):
 
     def __init__(self, theta, precision):
         super().__init__()
-        self.theta = nn.Parameter(torch.as_tensor(theta, dtype=torch.get_default_dtype()).clone())
-        precision = torch.as_tensor(precision, dtype=self.theta.dtype)
+        self.theta = nn.Parameter(as_float_tensor(theta).detach().clone())
+        precision = as_float_tensor(precision, self.theta.dtype)
         d = self.theta.shape[0]
         if precision.shape != (d, d) or not torch.allclose(precision, precision.T):
             raise UsageError(f"precision must be a symmetric ({d}, {d}) matrix")
@@ -110,7 +115,8 @@ class QuadraticPotential(Potential):
 
     def param_vjp(self, x, weights):
         # grad_theta V(x) = -P (x - theta)
-        return [-(weights @ (x - self.theta)) @ self.precision]
+        with torch.no_grad():
+            return [-(weights @ (x - self.theta)) @ self.precision]
 
     @torch.no_grad()
     def ula_stationary(self, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,8 +153,8 @@ class GaussianMixturePotential(Potential):
 
     def __init__(self, centres, logits, sigma: float = 1.0):
         super().__init__()
-        centres = torch.as_tensor(centres, dtype=torch.get_default_dtype())
-        logits = torch.as_tensor(logits, dtype=centres.dtype)
+        centres = as_float_tensor(centres)
+        logits = as_float_tensor(logits, centres.dtype)
         if centres.ndim != 2 or logits.shape != (centres.shape[0],):
             raise UsageError(
                 f"centres must be (m, d) and logits (m,), got {tuple(centres.shape)} "
@@ -160,10 +166,17 @@ class GaussianMixturePotential(Potential):
         self.register_buffer("centres", centres.clone())
         self.sigma = float(sigma)
         self.dim = centres.shape[1]
-        self._bias_key = None
-        self.register_buffer(
-            "_half_sq_norms", 0.5 * (centres * centres).sum(1) / self.sigma**2, persistent=False
-        )
+        self.register_buffer("_half_sq_norms", self._compute_half_sq_norms(), persistent=False)
+
+    def _compute_half_sq_norms(self):
+        return 0.5 * (self.centres * self.centres).sum(1) / self.sigma**2
+
+    def _apply(self, fn, *args, **kwargs):
+        # recompute the derived buffer after .double()/.to(): converting it would keep
+        # the rounding of the old dtype
+        out = super()._apply(fn, *args, **kwargs)
+        self._half_sq_norms = self._compute_half_sq_norms()
+        return out
 
     def weights(self) -> torch.Tensor:
         """The mixture weights softmax(theta)."""
@@ -176,18 +189,8 @@ class GaussianMixturePotential(Potential):
         is several times faster on CPU than over a short inner axis of size m.
         """
         c = self.centres if self.sigma == 1.0 else self.centres / self.sigma**2
-        return torch.addmm(self._bias(), c, x.T)
-
-    def _bias(self):
-        # log w_i - |c_i|^2 / (2 sigma^2) as an (m, 1) column, cached until the logits
-        # change (a Langevin step and the theta step that follows share it)
-        key = (self.logits._version, self.logits.data_ptr(), self.logits.requires_grad)
-        if torch.is_grad_enabled() or self._bias_key != key:
-            bias = (torch.log_softmax(self.logits, 0) - self._half_sq_norms).unsqueeze(1)
-            if torch.is_grad_enabled():
-                return bias
-            self._bias_cache, self._bias_key = bias, key
-        return self._bias_cache
+        bias = torch.log_softmax(self.logits, 0) - self._half_sq_norms
+        return torch.addmm(bias.unsqueeze(1), c, x.T)
 
     def responsibilities(self, x):
         """R_i(x), shape (n, m)."""
