@@ -140,10 +140,11 @@ class ImplicitDiffusion:
                 for p, g in zip(self.params, grads, strict=True):
                     p.grad = g
                 opt.step()
-            rec_r.append(r.mean())
+            rec_r.append(r.sum())
             rec_t.append(self.params[0].reshape(-1).clone() if single else flat_params(self.params))
         steps = torch.arange(k0 + 1, k0 + b + 1)
-        hist = History(steps, steps.clone(), torch.stack(rec_r), torch.stack(rec_t))
+        rec_mean = torch.stack(rec_r) * (1.0 / x.shape[0])
+        hist = History(steps, steps.clone(), rec_mean, torch.stack(rec_t))
         bad = hist.first_non_finite()
         if bad is not None:
             row, what = bad

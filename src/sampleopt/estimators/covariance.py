@@ -63,7 +63,7 @@ class CovarianceEstimator:
             self.last_rewards = h
             if objective.lam > 0 and objective.kl == "forward":
                 h = h + objective.lam * (potential(x) - objective.reference(x))
-            w = (h - h.mean()) * (1.0 / (n - 1))
+            w = (h - h.sum() * (1.0 / n)) * (1.0 / (n - 1))
             u = None
             if objective.needs_reference_samples:
                 if reference_samples is None:

@@ -59,9 +59,9 @@ class HexReward(nn.Module):
         if self.smooth:
             bump = torch.exp((d * d).sum(1) * (-1.0 / 20.0))
             return torch.sigmoid(x[:, 0] * 2.0) * bump * (1.0 / 0.7)
-        # log(1/2.5) folded into the exponent; the indicator masks with where
+        # log(1/2.5) folded into the exponent; the indicator is a mask
         bump = torch.exp(torch.addmv(self._log_scale, d * d, self._minus_inv_tau))
-        return torch.where(x[:, 0] >= 0, bump, 0.0)
+        return bump.masked_fill_(x[:, 0] < 0, 0.0)
 
     def extra_repr(self):
         return f"smooth={self.smooth}"

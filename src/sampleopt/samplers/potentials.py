@@ -200,7 +200,7 @@ class GaussianMixturePotential(Potential):
         return 0.5 * (x * x).sum(1) / self.sigma**2 - torch.logsumexp(self._logits_t(x), 0)
 
     def grad_x(self, x, create_graph=False):
-        g = torch.addmm(x, self.responsibilities(x), self.centres, alpha=-1.0)
+        g = x - torch.mm(self.responsibilities(x), self.centres)
         return g if self.sigma == 1.0 else g / self.sigma**2
 
     def param_vjp(self, x, weights):
