@@ -122,16 +122,23 @@ def test_non_finite_reward_rolls_back_block(bad):
     assert bool(torch.isfinite(alg.sampler.potential.logits).all())
 
 
-def test_non_finite_gradient_is_named():
+@pytest.mark.parametrize("order", ["parallel", "sequential"])
+def test_non_finite_gradient_is_named(order):
     class BadGrad(so.GaussianMixturePotential):
         calls = 0
 
-        def param_vjp(self, x, weights):
+        def _poison(self, g):
             BadGrad.calls += 1
-            g = super().param_vjp(x, weights)
             return [v * math.nan for v in g] if BadGrad.calls == 42 else g
 
-    alg = _hex_alg(lambda x: x[:, 0], BadGrad(so.hex_centres(), torch.zeros(6)))
+        def param_vjp(self, x, weights):
+            return self._poison(super().param_vjp(x, weights))
+
+        def grad_x_and_param_vjp(self, x, weights):
+            gx, g = super().grad_x_and_param_vjp(x, weights)
+            return gx, self._poison(g)
+
+    alg = _hex_alg(lambda x: x[:, 0], BadGrad(so.hex_centres(), torch.zeros(6)), order=order)
     with pytest.raises(NonFiniteError, match=r"gradient estimate \(parameters\) contain NaN"):
         alg.run(100, block=50)
     assert alg.iteration == 0 and bool(torch.isfinite(alg.sampler.potential.logits).all())

@@ -68,7 +68,9 @@ def zero_reward(x: torch.Tensor) -> torch.Tensor:
     return torch.zeros(x.shape[0], dtype=x.dtype)
 
 
-def run_single_loop(pot, reference, kl, *, eta, n, iters, seed, schedule="constant"):
+def run_single_loop(
+    pot, reference, kl, *, eta, n, iters, seed, schedule="constant", order="parallel"
+):
     objective = Objective(zero_reward, lam=LAM, kl=kl, reference=reference)
     alg = ImplicitDiffusion(
         LangevinSampler(pot, GAMMA),
@@ -76,6 +78,7 @@ def run_single_loop(pot, reference, kl, *, eta, n, iters, seed, schedule="consta
         n_particles=n,
         step_size=StepSize(eta, schedule),
         generator=gen(seed),
+        order=order,
     )
     hist = alg.run(iters, block=1000)
     assert len(hist) == iters and bool(torch.isfinite(hist.theta).all())
@@ -115,8 +118,9 @@ QUADRATIC_CASES = {
 }
 
 
+@pytest.mark.parametrize("order", ["parallel", "sequential"])
 @pytest.mark.parametrize("case", list(QUADRATIC_CASES))
-def test_quadratic_theta_converges_to_reference(case):
+def test_quadratic_theta_converges_to_reference(case, order):
     """Quadratic V_theta = (x - theta)^T P (x - theta) / 2, r = 0, lam = 1: the expected
     estimate is lam P S P_ref (theta - theta_ref) (forward) or lam P (theta - theta_ref)
     (reverse), so theta -> theta_ref; the reflection x -> 2 theta_ref - x maps the loop
@@ -125,7 +129,7 @@ def test_quadratic_theta_converges_to_reference(case):
     pot = build64(QuadraticPotential, THETA0, P)
     reference = build64(QuadraticPotential, THETA_REF, p_ref)
     iters = 8000
-    theta = run_single_loop(pot, reference, kl, eta=0.2, n=500, iters=iters, seed=1)
+    theta = run_single_loop(pot, reference, kl, eta=0.2, n=500, iters=iters, seed=1, order=order)
     tail = theta[iters // 2 :]
     mean, se = batch_means(tail)
     assert_converged(mean, se, THETA_REF, f"quadratic {case}")
@@ -170,9 +174,11 @@ def build64_centres() -> torch.Tensor:
 # --------------------------------------------------------------------------- step size
 
 
-def test_inverse_sqrt_schedule_is_applied_per_iteration_across_blocks():
+@pytest.mark.parametrize("order", ["parallel", "sequential"])
+def test_inverse_sqrt_schedule_is_applied_per_iteration_across_blocks(order):
     """eta_k = eta / sqrt(k + 1), k the global iteration: ImplicitDiffusion equals a
-    hand-written loop (same noise stream) using that schedule, across block boundaries."""
+    hand-written loop (same noise stream) using that schedule, across block boundaries,
+    for both update orders (parallel: gradient at x_k; sequential: at x_{k+1})."""
     eta, n, iters, block = 0.5, 64, 120, 50
     pot = build64(QuadraticPotential, THETA0, P)
     reference = build64(QuadraticPotential, THETA_REF, P_OTHER)
@@ -183,6 +189,7 @@ def test_inverse_sqrt_schedule_is_applied_per_iteration_across_blocks():
         n_particles=n,
         step_size=StepSize(eta, "inverse_sqrt"),
         generator=gen(3),
+        order=order,
     )
     hist = alg.run(iters, block=block)
 
@@ -199,8 +206,12 @@ def test_inverse_sqrt_schedule_is_applied_per_iteration_across_blocks():
             b = min(block, iters - k)
             noise = torch.randn((b, n, 2), generator=g, dtype=F64)
             for i in range(b):
-                x = sampler.step(x, 0, noise[i])
-                (grad,) = est.gradient(twin, objective, x)
+                if order == "parallel":
+                    (grad,) = est.gradient(twin, objective, x)
+                    x = sampler.step(x, 0, noise[i])
+                else:
+                    x = sampler.step(x, 0, noise[i])
+                    (grad,) = est.gradient(twin, objective, x)
                 twin.theta.sub_(grad, alpha=eta / math.sqrt(k + 1))
                 expected.append(twin.theta.clone())
                 k += 1

@@ -21,11 +21,12 @@ def line_plot(
     ylabel: str,
     title: str,
     logx: bool = False,
+    markers: bool = False,
 ) -> Path:
     """One line per curve name: ``{label: (x, y)}``."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
     for label, (x, y) in curves.items():
-        ax.plot(np.asarray(x), np.asarray(y), label=label, lw=1.2)
+        ax.plot(np.asarray(x), np.asarray(y), label=label, lw=1.2, marker="o" if markers else None)
     if logx:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)

@@ -95,6 +95,27 @@ class CovarianceEstimator:
             grads = [g + gr for g, gr in zip(grads, ref, strict=True)]
         return grads
 
+    def gradient_with_grad_x(
+        self,
+        potential: Potential,
+        objective: Objective,
+        x: torch.Tensor,
+        *,
+        rewards: torch.Tensor | None = None,
+        reference_samples: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(grad_x V(x), the estimate) from one evaluation of the potential at x: what
+        Implicit Diffusion's parallel update needs (Langevin step and theta step at the
+        same particles)."""
+        w, u = self.weights(
+            potential, objective, x, rewards=rewards, reference_samples=reference_samples
+        )
+        gx, grads = potential.grad_x_and_param_vjp(x, w)
+        if u is not None:
+            ref = potential.param_vjp(reference_samples, u)
+            grads = [g + gr for g, gr in zip(grads, ref, strict=True)]
+        return gx, grads
+
     def loss(
         self,
         sampler: LangevinSampler,

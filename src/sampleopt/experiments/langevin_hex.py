@@ -33,6 +33,7 @@ import torch
 from tqdm import tqdm
 
 from sampleopt.algorithms import History, ImplicitDiffusion, NestedLoop, StepSize
+from sampleopt.algorithms.implicit_diffusion import ORDERS
 from sampleopt.algorithms.step_size import SCHEDULES
 from sampleopt.config import to_dict
 from sampleopt.errors import SampleoptError, UsageError
@@ -58,6 +59,13 @@ class LangevinHexConfig:
     schedule: str = field(
         default="constant", metadata={"help": "theta step-size schedule", "choices": SCHEDULES}
     )
+    order: str = field(
+        default="parallel",
+        metadata={
+            "help": "theta step at x_k (parallel) or x_{k+1} (sequential)",
+            "choices": ORDERS,
+        },
+    )
     reward: str = field(
         default="hard", metadata={"help": "hard (paper) or smooth", "choices": ("hard", "smooth")}
     )
@@ -70,8 +78,12 @@ class LangevinHexConfig:
         default=100,
         metadata={"help": "K: sampling steps per theta step of the baselines", "min": 1},
     )
+    baseline_eta: float = field(
+        default=0.1,
+        metadata={"help": "theta step size of the nested and unrolled baselines", "min": 0.0},
+    )
     lam_sweep: tuple[float, ...] = field(
-        default=(0.1, 1.0),
+        default=(0.1, 0.3, 1.0),
         metadata={"help": "lam > 0 runs, each in both KL directions ('' for none)", "min": 0.0},
     )
     eval_steps: int = field(
@@ -105,10 +117,14 @@ class _Runner:
         self.resume_state = self._read_checkpoint() if resume else None
         self.reference = make_potential()
         self.centres = hex_centres(4.0)
-        n_lam = 2 * len(cfg.lam_sweep)
-        total = cfg.iterations * (1 + n_lam + (2 if cfg.compare else 0))
+        # the bar counts Langevin steps: each persistent or fresh chain's steps, the
+        # frozen reference chain of reverse-KL runs and the final evaluations
+        iters = cfg.iterations
+        total = iters * (2 if (cfg.lam > 0 and cfg.kl == "reverse") else 1)
+        total += 3 * iters * len(cfg.lam_sweep)  # forward: iters; reverse: 2 iters
         if cfg.compare:
-            total += (cfg.iterations // cfg.compare_steps) * cfg.compare_steps * 2
+            total += iters + 2 * (iters // cfg.compare_steps) * cfg.compare_steps
+            total += 6 * cfg.eval_steps
         self.bar = tqdm(total=total, unit="step", disable=not progress, desc="langevin-hex")
         self.summary: dict = {"experiment": "langevin-hex", "status": "running", "seed": cfg.seed}
         self.timings: dict[str, float] = {}
@@ -221,6 +237,7 @@ class _Runner:
             n_particles=cfg.n_particles,
             step_size=StepSize(cfg.eta, cfg.schedule),
             generator=self.generator(phase),
+            order=cfg.order,
         )
         prior = None
         if resume is not None:
@@ -248,7 +265,7 @@ class _Runner:
             objective,
             estimator,
             n_samples=cfg.n_particles,
-            step_size=StepSize(cfg.eta, cfg.schedule),
+            step_size=StepSize(cfg.baseline_eta, cfg.schedule),
             generator=self.generator(phase),
         )
         hist = loop.run(cfg.iterations // cfg.compare_steps, callback=self.logger(run))
@@ -303,18 +320,20 @@ class _Runner:
         hard = self.reward(smooth=False)
         curves, table = {}, {}
         alg, hist = self.implicit("compare/implicit", smooth, 0.0, "forward", phase=1, ckpt=False)
-        results = [("implicit", alg.sampler.potential, hist)]
+        results = [("implicit", alg.sampler.potential, hist, time.perf_counter() - t0)]
         for i, (name, est) in enumerate(
             [("nested", CovarianceEstimator()), ("unrolled", UnrolledEstimator())]
         ):
+            t1 = time.perf_counter()
             pot, h = self.nested(f"compare/{name}", est, phase=2 + i)
-            results.append((name, pot, h))
-        for j, (name, pot, h) in enumerate(results):
+            results.append((name, pot, h, time.perf_counter() - t1))
+        for j, (name, pot, h, seconds) in enumerate(results):
             curves[name] = (h.sampling_steps.tolist(), h.reward_mean.tolist())
             ev = self.evaluate(pot, smooth, self.generator(10 + j))
             ev["reward_mean_hard"] = self.evaluate(pot, hard, self.generator(20 + j))["reward_mean"]
             ev["theta_steps"] = len(h)
             ev["sampling_steps"] = int(h.sampling_steps[-1])
+            ev["wall_s"] = round(seconds, 3)
             table[name] = ev
         self.summary["comparison"] = {
             "reward": "smooth",
@@ -410,6 +429,7 @@ class _Runner:
                 xlabel="lam",
                 ylabel="value",
                 logx=True,
+                markers=True,
                 title="KL-regularised runs",
             )
             figures.append("lam.png")
@@ -425,7 +445,8 @@ def report_markdown(s: dict, cfg: LangevinHexConfig, figures: list[str]) -> str:
         "# langevin-hex: Implicit Diffusion, experiment 5.1",
         "",
         f"Seed {cfg.seed}; {cfg.n_particles} particles; {cfg.iterations} iterations; "
-        f"gamma = {cfg.gamma}; eta = {cfg.eta} ({cfg.schedule}); reward: {cfg.reward}; "
+        f"gamma = {cfg.gamma}; eta = {cfg.eta} ({cfg.schedule}, {cfg.order} order); "
+        f"reward: {cfg.reward}; "
         f"lam = {cfg.lam} ({cfg.kl} KL).",
         "",
         "## Main run",
@@ -444,16 +465,17 @@ def report_markdown(s: dict, cfg: LangevinHexConfig, figures: list[str]) -> str:
         out += [
             f"## Equal sampling budget (smooth reward, K = {c['K']})",
             "",
-            f"Each method used {cfg.iterations // c['K'] * c['K']} or fewer sampling steps; "
+            f"Each method used {cfg.iterations // c['K'] * c['K']} sampling steps; theta step "
+            f"size {cfg.eta} for Implicit Diffusion, {cfg.baseline_eta} for the baselines; "
             f"final theta evaluated by a {c['evaluation']}.",
             "",
-            "| method | theta steps | sampling steps | eval smooth reward | eval hard reward "
-            "| weights |",
-            "|---|---|---|---|---|---|",
+            "| method | theta steps | sampling steps | wall time (s) | eval smooth reward "
+            "| eval hard reward | weights |",
+            "|---|---|---|---|---|---|---|",
         ]
         for name, m in c["methods"].items():
             out.append(
-                f"| {name} | {m['theta_steps']} | {m['sampling_steps']} | "
+                f"| {name} | {m['theta_steps']} | {m['sampling_steps']} | {m['wall_s']:.2f} | "
                 f"{m['reward_mean']:.4f} | {m['reward_mean_hard']:.4f} | "
                 f"{_fmt_w(m['mixture_weights'])} |"
             )

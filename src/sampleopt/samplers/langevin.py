@@ -62,6 +62,10 @@ class LangevinSampler(GaussianChain):
         )
         return torch.add(x, self.potential.grad_x(x, create_graph=create), alpha=-self.gamma)
 
+    def step_with_grad(self, x, grad_x, noise):
+        """One ULA step given grad_x V(x) already computed (shared with an estimator)."""
+        return torch.add(x, grad_x, alpha=-self.gamma).add_(noise, alpha=self._s)
+
     def noise_scale(self, k=0):
         return self._s
 

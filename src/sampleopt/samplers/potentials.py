@@ -64,6 +64,23 @@ class Potential(nn.Module):
             grads = torch.autograd.grad(surrogate, params, allow_unused=True)
         return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
 
+    def grad_x_and_param_vjp(
+        self, x: torch.Tensor, weights: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """:meth:`grad_x` and :meth:`param_vjp` at the same (x, theta), sharing one
+        evaluation of the potential (one forward pass, two backward passes)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            energy = self(xg)
+            (gx,) = torch.autograd.grad(energy.sum(), xg, retain_graph=True)
+            grads = torch.autograd.grad(
+                (weights.detach() * energy).sum(), params, allow_unused=True
+            )
+        return gx, [
+            torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)
+        ]
+
 
 class FunctionPotential(Potential):
     """Wrap a user function ``V(x, theta) -> (n,)`` with a trainable ``theta``.
@@ -117,6 +134,9 @@ class QuadraticPotential(Potential):
         # grad_theta V(x) = -P (x - theta)
         with torch.no_grad():
             return [-(weights @ (x - self.theta)) @ self.precision]
+
+    def grad_x_and_param_vjp(self, x, weights):
+        return self.grad_x(x), self.param_vjp(x, weights)
 
     @torch.no_grad()
     def ula_stationary(self, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -206,3 +226,10 @@ class GaussianMixturePotential(Potential):
     def param_vjp(self, x, weights):
         resp_t = torch.softmax(self._logits_t(x), 0)
         return [torch.addmv(self.weights() * weights.sum(), resp_t, weights, alpha=-1.0)]
+
+    def grad_x_and_param_vjp(self, x, weights):
+        resp_t = torch.softmax(self._logits_t(x), 0)  # shared by both
+        g = x - torch.mm(resp_t.T, self.centres)
+        if self.sigma != 1.0:
+            g = g / self.sigma**2
+        return g, [torch.addmv(self.weights() * weights.sum(), resp_t, weights, alpha=-1.0)]
