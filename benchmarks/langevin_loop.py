@@ -7,6 +7,8 @@ Measures, on this machine:
   the closed-form mixture potential (the default path of ``langevin-hex``), after a
   short warm-up, best and median of several repeats;
 * ``compile``: one-time compilation (none: the loop is eager PyTorch);
+* ``loop_sequential``: the same with ``order="sequential"`` (the official code's
+  order: a second evaluation of the potential per iteration);
 * ``loop_autograd``: the same loop with the potential written as a plain function
   whose gradients come from autograd (what a user-supplied potential costs);
 * ``process``: the whole ``sampleopt run langevin-hex`` process for the same work
@@ -39,7 +41,7 @@ from sampleopt.experiments.langevin_hex import THETA_0
 ITERATIONS, PARTICLES = 5000, 1000
 
 
-def make_alg(autograd: bool, seed: int = 0) -> so.ImplicitDiffusion:
+def make_alg(autograd: bool, seed: int = 0, order: str = "parallel") -> so.ImplicitDiffusion:
     centres = so.hex_centres()
     if autograd:
 
@@ -57,14 +59,15 @@ def make_alg(autograd: bool, seed: int = 0) -> so.ImplicitDiffusion:
         n_particles=PARTICLES,
         step_size=0.1,
         generator=torch.Generator().manual_seed(seed),
+        order=order,
     )
 
 
-def time_loop(autograd: bool, repeats: int) -> dict:
-    make_alg(autograd).run(200)  # warm-up: allocator, MKL, first-call paths
+def time_loop(autograd: bool, repeats: int, order: str = "parallel") -> dict:
+    make_alg(autograd, order=order).run(200)  # warm-up: allocator, MKL, first-call paths
     times, rewards = [], []
     for _ in range(repeats):
-        alg = make_alg(autograd)
+        alg = make_alg(autograd, order=order)
         t0 = time.perf_counter()
         hist = alg.run(ITERATIONS)
         times.append(time.perf_counter() - t0)
@@ -122,12 +125,14 @@ def main() -> None:
         "targets": {"loop_s": 0.5, "process_s_official_jax": 4.1},
         "compile_s": 0.0,
         "loop": time_loop(False, args.repeats),
+        "loop_sequential": time_loop(False, args.repeats, order="sequential"),
         "loop_autograd": time_loop(True, max(1, args.repeats // 2)),
         "process": time_process(["--set", "compare=false", "--set", "lam_sweep="], args.repeats),
         "process_default": time_process([], 1),
     }
     rows = [
         ("loop, closed-form mixture (in-process)", results["loop"]),
+        ("loop, same, sequential order (in-process)", results["loop_sequential"]),
         ("loop, autograd potential (in-process)", results["loop_autograd"]),
         ("whole process, same work", results["process"]),
         ("whole process, default run (+baselines, lam)", results["process_default"]),

@@ -45,7 +45,9 @@ class NestedLoop:
         self.step_size = step_size if isinstance(step_size, StepSize) else StepSize(step_size)
         self.generator = generator
         self.params = trainable(sampler)
-        self.optimizer = optimizer or torch.optim.SGD(self.params, lr=self.step_size.eta)
+        # None: plain SGD applied in place (as in ImplicitDiffusion; a torch.optim
+        # optimiser's first step also imports torch._dynamo, about a second)
+        self.optimizer = optimizer
         self.iteration = 0
 
     def run(self, steps: int, *, callback: Callback | None = None) -> History:
@@ -53,9 +55,12 @@ class NestedLoop:
         rec_r, rec_t = [], []
         k0 = self.iteration
         for i in range(steps):
-            for g in self.optimizer.param_groups:
-                g["lr"] = self.step_size(k0 + i)
-            self.optimizer.zero_grad(set_to_none=True)
+            lr = self.step_size(k0 + i)
+            if self.optimizer is not None:
+                for g in self.optimizer.param_groups:
+                    g["lr"] = lr
+            for p in self.params:
+                p.grad = None
             loss = self.estimator.loss(
                 self.sampler, self.objective, n=self.n, generator=self.generator
             )
@@ -65,7 +70,13 @@ class NestedLoop:
             if not (grads_ok and torch.isfinite(loss)):
                 rec_t.append(torch.full_like(flat_params(self.params), float("nan")))
             else:
-                self.optimizer.step()
+                if self.optimizer is not None:
+                    self.optimizer.step()
+                else:
+                    with torch.no_grad():
+                        for p in self.params:
+                            if p.grad is not None:
+                                p.sub_(p.grad, alpha=lr)
                 rec_t.append(flat_params(self.params))
             hist = self._history(k0 + i, k0 + i + 1, rec_r[-1:], rec_t[-1:], K)
             bad = hist.first_non_finite()

@@ -26,6 +26,7 @@ KL = E_{pi_theta}[V_ref - V_theta], estimated with the particles.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -215,11 +216,13 @@ class _Runner:
     def describe(self, potential, x) -> dict:
         w = potential.weights()
         top = int(w.argmax())
+        log_ratio = self.reference(x) - potential(x)  # log pi_theta / pi_ref, Z's cancel
         return {
             "mixture_weights": [round(float(v), 6) for v in w],
             "top_component": top,
             "top_centre": [round(float(v), 4) for v in self.centres[top]],
-            "kl_to_reference": float((self.reference(x) - potential(x)).mean()),
+            "kl_to_reference": float(log_ratio.mean()),
+            "kl_to_reference_se": float(log_ratio.std() / math.sqrt(x.shape[0])),
         }
 
     def write_summary(self) -> None:
@@ -457,7 +460,8 @@ def report_markdown(s: dict, cfg: LangevinHexConfig, figures: list[str]) -> str:
         f"| mean reward, last iteration | {s['reward_mean']:.4f} |",
         f"| mixture weights | {_fmt_w(s['mixture_weights'])} |",
         f"| heaviest component | c{s['top_component']} at {tuple(s['top_centre'])} |",
-        f"| KL(pi_theta, pi_ref) | {s['kl_to_reference']:.4f} |",
+        f"| KL(pi_theta, pi_ref) ± SE | {s['kl_to_reference']:.4f} ± "
+        f"{s['kl_to_reference_se']:.4f} |",
         "",
     ]
     if "comparison" in s:
@@ -486,13 +490,14 @@ def report_markdown(s: dict, cfg: LangevinHexConfig, figures: list[str]) -> str:
             "",
             f"Reference weights {_fmt_w(s['reference_weights'])}.",
             "",
-            "| lam | KL direction | reward | KL(pi_theta, pi_ref) | weights |",
+            "| lam | KL direction | reward | KL(pi_theta, pi_ref) ± SE | weights |",
             "|---|---|---|---|---|",
         ]
         for r in s["lam_runs"]:
             out.append(
                 f"| {r['lam']:g} | {r['kl']} | {r['reward_mean']:.4f} | "
-                f"{r['kl_to_reference']:.4f} | {_fmt_w(r['mixture_weights'])} |"
+                f"{r['kl_to_reference']:.4f} ± {r['kl_to_reference_se']:.4f} | "
+                f"{_fmt_w(r['mixture_weights'])} |"
             )
         out.append("")
     out += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
