@@ -30,6 +30,8 @@ step gamma is O(gamma) away from pi_theta.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from sampleopt.errors import UsageError
@@ -58,12 +60,14 @@ class CovarianceEstimator:
         n = x.shape[0]
         if n < 2:
             raise UsageError("the covariance estimator needs at least 2 samples")
-        with torch.no_grad():
+        # no_grad only when needed: this runs once per Implicit Diffusion iteration
+        with torch.no_grad() if torch.is_grad_enabled() else contextlib.nullcontext():
             h = objective.rewards(x) if rewards is None else rewards
             self.last_rewards = h
             if objective.lam > 0 and objective.kl == "forward":
                 h = h + objective.lam * (potential(x) - objective.reference(x))
-            w = (h - h.sum() * (1.0 / n)) * (1.0 / (n - 1))
+            c = 1.0 / (n - 1)
+            w = h.mul(c).sub_(h.sum(), alpha=c / n)  # (h - mean h) / (n - 1)
             u = None
             if objective.needs_reference_samples:
                 if reference_samples is None:
