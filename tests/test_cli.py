@@ -26,7 +26,9 @@ def test_list_names_each_experiment_with_description(capsys):
     assert "langevin-hex" in out and "Implicit Diffusion" in out
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["list", "--help"], ["run", "--help"]])
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["list", "--help"], ["run", "--help"], ["resume", "--help"]]
+)
 def test_help_is_complete(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv)

@@ -16,12 +16,12 @@ floor of 64 float64 ulps of the target's scale.
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import pytest
 import torch
 
+from float64 import F64, build64, float64_modules
 from sampleopt import (
     CovarianceEstimator,
     GaussianMixturePotential,
@@ -33,31 +33,10 @@ from sampleopt import (
     hex_centres,
 )
 
-F64 = torch.float64
 Z = 4.0  # tolerance, in standard errors
 EPS = torch.finfo(F64).eps
 GAMMA = 0.1
 LAM = 1.0
-
-
-@contextlib.contextmanager
-def float64_modules():
-    """Build modules in float64 (the constructors use the default dtype); the default
-    is restored on exit, so nothing outside the ``with`` block sees the change."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(F64)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
-
-
-def build64(factory, *args, **kwargs):
-    with float64_modules():
-        module = factory(*args, **kwargs)
-    for name, t in (*module.named_parameters(), *module.named_buffers()):
-        assert t.dtype == F64, f"{type(module).__name__}.{name} is {t.dtype}"
-    return module
 
 
 def gen(seed: int) -> torch.Generator:

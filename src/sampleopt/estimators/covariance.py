@@ -90,14 +90,7 @@ class CovarianceEstimator:
     ) -> list[torch.Tensor]:
         """The estimate itself, one tensor per trainable parameter of ``potential``
         (uses the potential's closed-form :meth:`~Potential.param_vjp` when it has one)."""
-        w, u = self.weights(
-            potential, objective, x, rewards=rewards, reference_samples=reference_samples
-        )
-        grads = potential.param_vjp(x, w)
-        if u is not None:
-            ref = potential.param_vjp(reference_samples, u)
-            grads = [g + gr for g, gr in zip(grads, ref, strict=True)]
-        return grads
+        return self._estimate(potential, objective, x, rewards, reference_samples, False)[1]
 
     def gradient_with_grad_x(
         self,
@@ -111,10 +104,16 @@ class CovarianceEstimator:
         """(grad_x V(x), the estimate) from one evaluation of the potential at x: what
         Implicit Diffusion's parallel update needs (Langevin step and theta step at the
         same particles)."""
+        return self._estimate(potential, objective, x, rewards, reference_samples, True)
+
+    def _estimate(self, potential, objective, x, rewards, reference_samples, with_grad_x):
         w, u = self.weights(
             potential, objective, x, rewards=rewards, reference_samples=reference_samples
         )
-        gx, grads = potential.grad_x_and_param_vjp(x, w)
+        if with_grad_x:
+            gx, grads = potential.grad_x_and_param_vjp(x, w)
+        else:
+            gx, grads = None, potential.param_vjp(x, w)
         if u is not None:
             ref = potential.param_vjp(reference_samples, u)
             grads = [g + gr for g, gr in zip(grads, ref, strict=True)]
