@@ -1,6 +1,15 @@
 """Samplers: Gaussian Markov chains x_{k+1} = m_theta(x_k, k) + s_k xi_k."""
 
 from sampleopt.samplers.chain import GaussianChain
+from sampleopt.samplers.diffusion import (
+    SAMPLERS,
+    DDIMSampler,
+    DDPMSampler,
+    DiffusionSampler,
+    ProbabilityFlowSampler,
+    ReverseSDESampler,
+    respaced_timesteps,
+)
 from sampleopt.samplers.langevin import LangevinSampler
 from sampleopt.samplers.potentials import (
     FunctionPotential,
@@ -11,6 +20,13 @@ from sampleopt.samplers.potentials import (
 )
 
 __all__ = [
+    "SAMPLERS",
+    "DDIMSampler",
+    "DDPMSampler",
+    "DiffusionSampler",
+    "ProbabilityFlowSampler",
+    "ReverseSDESampler",
+    "respaced_timesteps",
     "FunctionPotential",
     "GaussianChain",
     "GaussianMixturePotential",

@@ -27,8 +27,9 @@ class GaussianChain(nn.Module):
         """m_theta(x_k, k): the mean of x_{k+1} given x_k."""
         raise NotImplementedError
 
-    def noise_scale(self, k: int) -> float:
-        """s_k: the standard deviation of the noise added at step k."""
+    def noise_scale(self, k: int) -> float | torch.Tensor:
+        """s_k: the standard deviation of the noise added at step k (a tensor only when
+        it depends on trainable parameters, e.g. a learnable noise schedule)."""
         raise NotImplementedError
 
     def sample_x0(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -39,6 +40,8 @@ class GaussianChain(nn.Module):
         """One transition with the given standard normal ``noise`` (common random numbers)."""
         s = self.noise_scale(k)
         m = self.mean(x, k)
+        if isinstance(s, torch.Tensor):  # a noise scale that carries a gradient
+            return m + s * noise
         return m if s == 0 else torch.add(m, noise, alpha=s)
 
     def sample(

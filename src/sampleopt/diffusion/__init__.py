@@ -1,0 +1,25 @@
+"""Denoising diffusion: noise schedules, model parameterisations and denoisers.
+
+The samplers built on them (DDPM, DDIM, reverse SDE, probability-flow ODE) live in
+:mod:`sampleopt.samplers.diffusion` as Gaussian chains.
+"""
+
+from sampleopt.diffusion.denoisers import Denoiser, ExactGaussianDenoiser
+from sampleopt.diffusion.parameterization import PREDICTIONS, convert
+from sampleopt.diffusion.schedules import (
+    CosineSchedule,
+    LearnableCosineSchedule,
+    LinearSchedule,
+    NoiseSchedule,
+)
+
+__all__ = [
+    "PREDICTIONS",
+    "CosineSchedule",
+    "Denoiser",
+    "ExactGaussianDenoiser",
+    "LearnableCosineSchedule",
+    "LinearSchedule",
+    "NoiseSchedule",
+    "convert",
+]

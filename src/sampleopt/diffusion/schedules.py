@@ -1,0 +1,125 @@
+"""Variance-preserving noise schedules on integer times t = 0 .. T.
+
+q(x_t | x_0) = N(a_t x_0, s_t^2 I) with a_t^2 = alphabar_t and s_t^2 = 1 - alphabar_t
+(methods.md 2). Index 0 is clean data (alphabar_0 = 1); beta_t = 1 - alphabar_t /
+alphabar_{t-1} for t = 1 .. T. Note the shift against diffusers, whose timestep
+t_d = 0 .. T-1 has alphas_cumprod[t_d] = alphabar_{t_d + 1} here.
+
+A schedule is a ``torch.nn.Module``: the learnable one has parameters and its
+alphabar is differentiable in them, so a schedule can be optimised like a model.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from sampleopt.errors import UsageError
+
+
+class NoiseSchedule(nn.Module):
+    """Base class: subclasses define :meth:`alphabar` (shape (T+1,), alphabar[0] = 1)."""
+
+    num_train_steps: int
+
+    def alphabar(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def betas(self) -> torch.Tensor:
+        """beta_t for t = 1 .. T, shape (T,)."""
+        ab = self.alphabar()
+        return 1 - ab[1:] / ab[:-1]
+
+    def a_s(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a_t, s_t) for t = 0 .. T: signal and noise scales."""
+        ab = self.alphabar()
+        return ab.sqrt(), (1 - ab).clamp_min(0).sqrt()
+
+    def extra_repr(self):
+        return f"T={self.num_train_steps}"
+
+
+def _check_steps(num_train_steps) -> int:
+    if not (isinstance(num_train_steps, int) and num_train_steps >= 1):
+        raise UsageError(f"num_train_steps must be an integer >= 1, got {num_train_steps!r}")
+    return num_train_steps
+
+
+class LinearSchedule(NoiseSchedule):
+    """beta_t linear from ``beta_start`` to ``beta_end`` (Ho et al. 2020: 1e-4 .. 0.02
+    over T = 1000), alphabar_t = prod_{i <= t} (1 - beta_i)."""
+
+    def __init__(self, num_train_steps: int = 1000, beta_start=1e-4, beta_end=0.02):
+        super().__init__()
+        self.num_train_steps = _check_steps(num_train_steps)
+        if not 0 < beta_start <= beta_end < 1:
+            raise UsageError(f"need 0 < beta_start <= beta_end < 1, got {beta_start}, {beta_end}")
+        betas = torch.linspace(beta_start, beta_end, num_train_steps, dtype=torch.float64)
+        ab = torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(1 - betas, 0)])
+        self.register_buffer("_alphabar", ab.to(torch.get_default_dtype()))
+
+    def alphabar(self):
+        return self._alphabar
+
+
+def _cosine_f(u: torch.Tensor, eps, tau) -> torch.Tensor:
+    return torch.cos((u + eps) / (1 + eps) * (math.pi / 2)).clamp_min(0) ** (2 * tau)
+
+
+def _alphabar_from_f(f: torch.Tensor, max_beta: float = 0.999) -> torch.Tensor:
+    # beta_t = clip(1 - f_t / f_{t-1}, 0, max_beta), alphabar = cumprod(1 - beta)
+    ratio = f[1:] / f[:-1].clamp_min(1e-30)
+    betas = (1 - ratio).clamp(0.0, max_beta)
+    one = torch.ones(1, dtype=f.dtype, device=f.device)
+    return torch.cat([one, torch.cumprod(1 - betas, 0)])
+
+
+class CosineSchedule(NoiseSchedule):
+    """Nichol & Dhariwal (2021) cosine schedule, f(u) = cos(((u + s)/(1 + s)) pi/2)^2,
+    u = t / T, with betas clipped at 0.999."""
+
+    def __init__(self, num_train_steps: int = 1000, s: float = 0.008):
+        super().__init__()
+        self.num_train_steps = _check_steps(num_train_steps)
+        u = torch.arange(num_train_steps + 1, dtype=torch.float64) / num_train_steps
+        ab = _alphabar_from_f(_cosine_f(u, s, 1.0))
+        self.register_buffer("_alphabar", ab.to(torch.get_default_dtype()))
+
+    def alphabar(self):
+        return self._alphabar
+
+
+class LearnableCosineSchedule(NoiseSchedule):
+    """The four-parameter cosine schedule of generative bilevel optimisation (Xiao et
+    al. 2025, scenario 2; methods.md 7):
+
+        u' = start + (t / T) (end - start),
+        f(t) = cos(((u' + eps) / (1 + eps)) pi/2)^(2 tau),
+        beta_t = clip(1 - f_t / f_{t-1}, 0, 0.999),
+
+    with the clamps start in [0, 1], end in [start, 1], tau >= 1, eps in [0, 1]
+    applied to the raw parameters on every call (so gradients are zero outside the
+    box). start = 0, end = 1, tau = 1, eps = 0.008 is the standard cosine schedule.
+    """
+
+    def __init__(self, num_train_steps: int = 1000, start=0.0, end=1.0, tau=1.0, eps=0.008):
+        super().__init__()
+        self.num_train_steps = _check_steps(num_train_steps)
+        dtype = torch.get_default_dtype()
+        self.start = nn.Parameter(torch.tensor(float(start), dtype=dtype))
+        self.end = nn.Parameter(torch.tensor(float(end), dtype=dtype))
+        self.tau = nn.Parameter(torch.tensor(float(tau), dtype=dtype))
+        self.eps = nn.Parameter(torch.tensor(float(eps), dtype=dtype))
+
+    def clamped(self) -> tuple[torch.Tensor, ...]:
+        start = self.start.clamp(0.0, 1.0)
+        end = torch.maximum(self.end.clamp(max=1.0), start)
+        return start, end, self.tau.clamp(min=1.0), self.eps.clamp(0.0, 1.0)
+
+    def alphabar(self):
+        start, end, tau, eps = self.clamped()
+        u = torch.arange(self.num_train_steps + 1, dtype=start.dtype, device=start.device)
+        u = start + u / self.num_train_steps * (end - start)
+        return _alphabar_from_f(_cosine_f(u, eps, tau))
