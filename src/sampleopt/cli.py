@@ -66,6 +66,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--seed", type=int, metavar="N", help="random seed (same as --set seed=N)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train = sub.add_parser(
+        "train",
+        help="train a base diffusion model (denoising score matching with EMA)",
+        description="Train a base model into a run folder: config.json, metrics.jsonl, "
+        "TensorBoard events, PNG samples and checkpoint.safetensors (resumable).",
+        epilog=_presets_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument("name", metavar="NAME", help="training preset (see `sampleopt list`)")
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (repeatable)",
+    )
+    train.add_argument(
+        "--out",
+        metavar="DIR",
+        help="run folder (default: runs/train-NAME-seedN-TIME); must not exist or be empty",
+    )
+    train.add_argument("--seed", type=int, metavar="N", help="random seed")
+    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     resume = sub.add_parser(
         "resume",
         help="continue an interrupted or failed run from its last checkpoint",
@@ -77,10 +101,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _presets_epilog() -> str:
+    from sampleopt.training import PRESETS, TrainConfig
+
+    lines = ["presets:"]
+    for name, cfg in PRESETS.items():
+        lines.append(f"  {name:12s} {cfg.dataset} data, {cfg.model} model, {cfg.steps} steps")
+    lines.append("config keys:")
+    for key, default, help_ in describe(TrainConfig()):
+        lines.append(f"      {key:18s} {default:14s} {help_}")
+    return "\n".join(lines)
+
+
 def cmd_list() -> int:
-    width = max(len(n) for n in EXPERIMENTS)
+    from sampleopt.training import PRESETS
+
+    width = max(len(n) for n in (*EXPERIMENTS, *PRESETS)) + 6
+    print("experiments (sampleopt run NAME):")
     for name, exp in sorted(EXPERIMENTS.items()):
-        print(f"{name:{width}s}  {exp.description}")
+        print(f"  {name:{width}s}{exp.description}")
+    print("base-model training (sampleopt train NAME):")
+    for name, cfg in PRESETS.items():
+        print(f"  {name:{width}s}denoising score matching, {cfg.dataset} data, {cfg.model}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from sampleopt.rundir import RunDir, default_run_path
+    from sampleopt.training import PRESETS, DSMTrainer
+
+    if args.name not in PRESETS:
+        raise UsageError(f"unknown training preset {args.name!r}; available: {', '.join(PRESETS)}")
+    overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
+    cfg = apply_overrides(PRESETS[args.name], overrides)
+    path = Path(args.out) if args.out else default_run_path("runs", f"train-{args.name}", cfg.seed)
+    rd = RunDir(path)
+    try:
+        rd.write_json("config.json", {"training": args.name, "config": to_dict(cfg)})
+        print(f"run folder: {rd.path}", flush=True)
+        return _finish_training(DSMTrainer(cfg, rd), rd, args.no_progress)
+    finally:
+        rd.close()
+
+
+def _finish_training(trainer, rd, no_progress: bool) -> int:
+    stats = trainer.train(progress=not no_progress)
+    rd.write_json("summary.json", {"status": "done", **stats})
+    print(f"checkpoint: {rd.file('checkpoint.safetensors')}")
     return 0
 
 
@@ -91,6 +158,8 @@ def cmd_run(args) -> int:
     if resume:
         rd = RunDir(args.folder, resume=True)
         saved = rd.read_json("config.json")
+        if "training" in saved:
+            return _resume_training(rd, saved, args.no_progress)
         exp = get_experiment(saved.get("experiment", "?"))
         cfg = from_dict(exp.config_cls, saved.get("config", {}))
         status = (
@@ -122,12 +191,29 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _resume_training(rd, saved: dict, no_progress: bool) -> int:
+    from sampleopt.training import TrainConfig
+    from sampleopt.training.dsm import resume_trainer
+
+    try:
+        cfg = from_dict(TrainConfig, saved.get("config", {}))
+        trainer = resume_trainer(rd, cfg)
+        if trainer.step >= cfg.steps:
+            raise UsageError(f"nothing to resume: the training in {rd.path} finished")
+        print(f"run folder: {rd.path} (resuming at step {trainer.step})", flush=True)
+        return _finish_training(trainer, rd, no_progress)
+    finally:
+        rd.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         if args.command == "list":
             return cmd_list()
+        if args.command == "train":
+            return cmd_train(args)
         return cmd_run(args)
     except UsageError as exc:
         print(f"sampleopt: error: {exc}", file=sys.stderr)

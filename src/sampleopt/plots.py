@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -71,6 +72,49 @@ def density_plot(
     ax.set_aspect("equal")
     ax.set_title(title)
     ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def image_grid(path: Path, images: torch.Tensor, *, title: str, nrow: int = 8) -> Path:
+    """Images (n, c, h, w) in [-1, 1] tiled into a grid (grey for c = 1)."""
+    x = ((images.detach().cpu().clamp(-1, 1) + 1) / 2).numpy()
+    n, c, h, w = x.shape
+    rows = math.ceil(n / nrow)
+    grid = np.ones((rows * (h + 1) + 1, nrow * (w + 1) + 1, c))
+    for i in range(n):
+        r, q = divmod(i, nrow)
+        grid[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + q * (w + 1) : 1 + q * (w + 1) + w] = x[
+            i
+        ].transpose(1, 2, 0)
+    fig, ax = plt.subplots(figsize=(nrow * 0.6 + 0.4, rows * 0.6 + 0.6), dpi=110)
+    ax.imshow(grid[..., 0] if c == 1 else grid, cmap="gray" if c == 1 else None, vmin=0, vmax=1)
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def sample_plot(path: Path, samples: torch.Tensor, reference: torch.Tensor, *, title: str):
+    """Samples against reference data: histograms in 1-D, a scatter of the first two
+    coordinates otherwise."""
+    s = samples.detach().cpu().reshape(samples.shape[0], -1).numpy()
+    r = reference.detach().cpu().reshape(reference.shape[0], -1).numpy()
+    fig, ax = plt.subplots(figsize=(5.0, 4.0), dpi=110)
+    if s.shape[1] == 1:
+        bins = np.linspace(min(s.min(), r.min()), max(s.max(), r.max()), 60)
+        ax.hist(r[:, 0], bins=bins, alpha=0.5, density=True, label="data")
+        ax.hist(s[:, 0], bins=bins, alpha=0.5, density=True, label="samples")
+    else:
+        ax.scatter(r[:, 0], r[:, 1], s=2, alpha=0.3, label="data")
+        ax.scatter(s[:, 0], s[:, 1], s=2, alpha=0.3, label="samples")
+        ax.set_aspect("equal")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -1,0 +1,9 @@
+"""Denoising networks: a time-conditioned MLP for low-dimensional data and a small
+UNet for images (the diffusers adapter lives in :mod:`sampleopt.models.diffusers_adapter`)."""
+
+from sampleopt.models.mlp import TimeMLP
+from sampleopt.models.unet import SmallUNet
+
+MODELS = {"mlp": TimeMLP, "unet": SmallUNet}
+
+__all__ = ["MODELS", "SmallUNet", "TimeMLP"]
