@@ -57,7 +57,10 @@ def coefficients(kind, ab, t, s, **kw):
         beta = 1 - ab_t / ab_s
         P = (eye - beta * M) / (1 - beta).sqrt()
         q = beta * a_t * M @ MU / (1 - beta).sqrt()
-        sigma = (beta * (1 - ab_s) / (1 - ab_t)).sqrt()
+        if kw.get("variance") == "beta":  # beta, none on the final step (Ho et al. Alg. 2)
+            sigma = beta.sqrt() if s > 0 else torch.zeros((), dtype=F64)
+        else:
+            sigma = (beta * (1 - ab_s) / (1 - ab_t)).sqrt()
         return P, q, sigma
     if kind == "ddim":  # m = a_s x0hat + sqrt(1 - ab_s - sigma^2) eps
         eta = kw["eta"]
@@ -91,6 +94,7 @@ def closed_form_law(kind, schedule, timesteps, **kw):
 
 CASES = [
     ("ddpm", DDPMSampler, {}),
+    ("ddpm", DDPMSampler, {"variance": "beta"}),
     ("ddim", DDIMSampler, {"eta": 0.0}),
     ("ddim", DDIMSampler, {"eta": 0.5}),
     ("ddim", DDIMSampler, {"eta": 1.0}),
@@ -223,8 +227,9 @@ def test_sampler_output_is_differentiable_in_a_learnable_schedule():
 
 
 def test_respacing():
-    assert respaced_timesteps(1000, 4) == [1000, 750, 500, 250, 0]
+    assert respaced_timesteps(1000, 4) == [751, 501, 251, 1, 0]
     assert respaced_timesteps(10, 10) == list(range(10, -1, -1))
+    assert respaced_timesteps(1000, 3) == [668, 334, 1, 0]
     with pytest.raises(UsageError, match="num_steps must be an integer in 1 .. 10"):
         respaced_timesteps(10, 11)
 

@@ -13,6 +13,7 @@ Three kinds of object, composed by the algorithms:
 from sampleopt.algorithms import History, ImplicitDiffusion, NestedLoop, StepSize
 from sampleopt.errors import NonFiniteError, SampleoptError, UsageError
 from sampleopt.estimators import CovarianceEstimator, UnrolledEstimator
+from sampleopt.models.pretrained import available_base_models, load_base_model
 from sampleopt.objectives import HexReward, Objective
 from sampleopt.samplers import (
     FunctionPotential,
@@ -44,5 +45,7 @@ __all__ = [
     "StepSize",
     "UnrolledEstimator",
     "UsageError",
+    "available_base_models",
     "hex_centres",
+    "load_base_model",
 ]

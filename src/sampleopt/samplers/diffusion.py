@@ -1,16 +1,18 @@
 """Denoising-diffusion samplers as Gaussian chains over a denoiser.
 
 Each sampler runs K steps down a decreasing list of integer times
-tau_0 = T > tau_1 > ... > tau_K = 0 of a :class:`~sampleopt.diffusion.NoiseSchedule`
-(respacing: K may be far smaller than T). Step k goes from t = tau_k to s = tau_{k+1}
-and has the Gaussian-chain form x_s = m_theta(x_t, k) + sigma_k xi (design.md), with
-theta the denoiser's (and a learnable schedule's) parameters. With alphabar at t
-and s written ab_t, ab_s, a = sqrt(ab), s_t = sqrt(1 - ab_t) and eps = eps(x_t, t):
+tau_0 > tau_1 > ... > tau_K = 0 (:func:`respaced_timesteps`) of a
+:class:`~sampleopt.diffusion.NoiseSchedule` (respacing: K may be far smaller than
+T). Step k goes from t = tau_k to s = tau_{k+1} and has the Gaussian-chain form
+x_s = m_theta(x_t, k) + sigma_k xi (design.md), with theta the denoiser's (and a
+learnable schedule's) parameters. With alphabar at t and s written ab_t, ab_s,
+a = sqrt(ab), s_t = sqrt(1 - ab_t) and eps = eps(x_t, t):
 
 * :class:`DDPMSampler` (Ho et al. 2020, eq. 11; respaced as in Nichol & Dhariwal
   2021): beta = 1 - ab_t / ab_s,
   m = (x_t - beta / s_t eps) / sqrt(1 - beta),
-  sigma^2 = beta (1 - ab_s) / (1 - ab_t) ("posterior", default) or beta ("beta").
+  sigma^2 = beta (1 - ab_s) / (1 - ab_t) ("posterior", default) or beta ("beta";
+  none on the last step, to clean data, as in Ho et al.'s Algorithm 2).
   With the posterior variance it is memoryless (x_K independent of x_0).
 * :class:`DDIMSampler` (Song et al. 2021, eq. 12): x0hat = (x_t - s_t eps) / a_t,
   sigma = eta sqrt((1 - ab_s) / (1 - ab_t)) sqrt(1 - ab_t / ab_s),
@@ -44,14 +46,18 @@ from sampleopt.samplers.chain import GaussianChain
 
 
 def respaced_timesteps(num_train_steps: int, num_steps: int) -> list[int]:
-    """K + 1 evenly spaced integer times from T down to 0 (both included)."""
+    """K times spaced by c = T / K as in DDIM (Song et al. 2021, section 4.2):
+    tau_i = 1 + round(i c) for i = K-1 .. 0, then 0 (clean data). With K = T this is
+    T, T-1, .., 1, 0. Starting at 1 + (K-1) c rather than T avoids the first step's
+    division by a_T ~ 0 under the cosine schedule, which amplifies any error of the
+    network there (diffusers calls this spacing "leading")."""
     if not (isinstance(num_steps, int) and 1 <= num_steps <= num_train_steps):
         raise UsageError(
             f"num_steps must be an integer in 1 .. {num_train_steps} (the schedule's T), "
             f"got {num_steps!r}"
         )
-    grid = torch.linspace(num_train_steps, 0, num_steps + 1, dtype=torch.float64)
-    return [int(v) for v in grid.round()]
+    c = num_train_steps / num_steps
+    return [1 + round(i * c) for i in range(num_steps - 1, -1, -1)] + [0]
 
 
 class DiffusionSampler(GaussianChain):
@@ -154,6 +160,8 @@ class DDPMSampler(DiffusionSampler):
     def noise_scale(self, k):
         ab_t, ab_s = self._ab(k)
         beta = 1 - ab_t / ab_s
+        if self.variance == "beta" and self.timesteps[k + 1] == 0:
+            return 0.0  # no noise on the step to clean data (Ho et al. 2020, Algorithm 2)
         var = beta * (1 - ab_s) / (1 - ab_t) if self.variance == "posterior" else beta
         return self._scalar(var.clamp_min(0).sqrt())
 
