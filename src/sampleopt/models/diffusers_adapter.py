@@ -172,11 +172,11 @@ class DiffusersDDPMSampler(DDPMSampler):
     """A :class:`DDPMSampler` whose final step adds noise exactly when diffusers does.
 
     diffusers' ``DDPMScheduler.step`` adds no noise at timestep t_d = 0 (Ho et al.
-    2020, Algorithm 2: z = 0 at t = 1) but adds it whenever the last timestep is > 0
-    (e.g. ``timestep_spacing="trailing"``). sampleopt's ``variance="beta"`` always adds
-    sqrt(beta) noise on the last step; this subclass sets the last step's noise scale
-    to 0 when ``final_noise`` is False. :func:`sampler_from_diffusers` builds it only
-    for ``variance_type="fixed_large"`` (the posterior variance is 0 there anyway).
+    2020, Algorithm 2: z = 0 at t = 1), as sampleopt's ``variance="beta"`` does on its
+    step to clean data, but it adds sqrt(beta) noise whenever the last timestep is > 0
+    (e.g. ``timestep_spacing="trailing"``). With ``final_noise`` this subclass adds that
+    noise on the last step too. :func:`sampler_from_diffusers` builds it only for
+    ``variance_type="fixed_large"`` (the posterior variance is 0 there anyway).
     """
 
     def __init__(self, *args, final_noise: bool = True, **kwargs):
@@ -190,7 +190,7 @@ class DiffusersDDPMSampler(DDPMSampler):
             ab_t, ab_s = self._ab(k)
             beta = 1 - ab_t / ab_s
             var = beta * (1 - ab_s) / (1 - ab_t) if self.variance == "posterior" else beta
-            return self._scalar(var.clamp_min(0).sqrt())
+            return float(var.clamp_min(0).sqrt())
         return super().noise_scale(k)
 
 

@@ -101,16 +101,30 @@ class DiffusionSampler(GaussianChain):
         self.data_shape = tuple(int(v) for v in data_shape)
 
     # -- helpers -----------------------------------------------------------------
+    def coefficients(self, k: int) -> tuple[torch.Tensor, ...]:
+        """Step k's coefficients; the mean is c_x x + c_eps eps and the noise scale
+        sigma: (c_x, c_eps, sigma, a_t, s_t) (subclasses may append more)."""
+        raise NotImplementedError
+
+    def _coef(self, k: int) -> tuple:
+        """:meth:`coefficients` as Python floats, cached, when the schedule has no
+        parameters (most steps then cost one fused tensor op); as tensors that carry
+        gradients when it has (a learnable schedule)."""
+        if next(self.schedule.parameters(), None) is not None:
+            return self.coefficients(k)
+        key = (k, self.schedule.alphabar().dtype)
+        cache = self.__dict__.setdefault("_coef_cache", {})
+        if key not in cache:
+            cache[key] = tuple(float(v) for v in self.coefficients(k))
+        return cache[key]
+
     def _ab(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         ab = self.schedule.alphabar()
         return ab[self.timesteps[k]], ab[self.timesteps[k + 1]]
 
-    def _scalar(self, v: torch.Tensor):
-        """A Python float when nothing needs its gradient (cheaper broadcasting)."""
-        return v if v.requires_grad else float(v)
-
-    def eps(self, x: torch.Tensor, t: int) -> torch.Tensor:
-        """eps(x_t, t) from the denoiser, whatever it predicts."""
+    def eps(self, x: torch.Tensor, t: int, a_t=None, s_t=None) -> torch.Tensor:
+        """eps(x_t, t) from the denoiser, whatever it predicts (a_t, s_t: the schedule's
+        scales at t, needed to convert other predictions)."""
         if tuple(x.shape[1:]) != self.data_shape:
             shape = ", ".join(map(str, self.data_shape))
             raise UsageError(
@@ -123,8 +137,23 @@ class DiffusionSampler(GaussianChain):
                 f"the denoiser must return the shape of x, {tuple(x.shape)}, "
                 f"got {tuple(pred.shape)}"
             )
-        ab = self.schedule.alphabar()[t]
-        return to_eps(pred, self.denoiser.prediction, x, ab.sqrt(), (1 - ab).sqrt())
+        kind = self.denoiser.prediction
+        if kind == "eps":
+            return pred
+        if a_t is None:
+            ab = self.schedule.alphabar()[t]
+            a_t, s_t = ab.sqrt(), (1 - ab).sqrt()
+        return to_eps(pred, kind, x, a_t, s_t)
+
+    def mean(self, x, k):
+        c_x, c_eps, _, a_t, s_t = self._coef(k)[:5]
+        eps = self.eps(x, self.timesteps[k], a_t, s_t)
+        if isinstance(c_x, float) and isinstance(c_eps, float):
+            return torch.add(x * c_x, eps, alpha=c_eps)
+        return c_x * x + c_eps * eps
+
+    def noise_scale(self, k):
+        return self._coef(k)[2]
 
     def sample_x0(self, n, generator=None):
         p = next(self.parameters(), None)
@@ -151,19 +180,16 @@ class DDPMSampler(DiffusionSampler):
             raise UsageError(f"variance must be 'posterior' or 'beta', got {variance!r}")
         self.variance = variance
 
-    def mean(self, x, k):
+    def coefficients(self, k):
         ab_t, ab_s = self._ab(k)
         beta = 1 - ab_t / ab_s
-        eps = self.eps(x, self.timesteps[k])
-        return (x - self._scalar(beta / (1 - ab_t).sqrt()) * eps) / self._scalar((1 - beta).sqrt())
-
-    def noise_scale(self, k):
-        ab_t, ab_s = self._ab(k)
-        beta = 1 - ab_t / ab_s
-        if self.variance == "beta" and self.timesteps[k + 1] == 0:
-            return 0.0  # no noise on the step to clean data (Ho et al. 2020, Algorithm 2)
-        var = beta * (1 - ab_s) / (1 - ab_t) if self.variance == "posterior" else beta
-        return self._scalar(var.clamp_min(0).sqrt())
+        s_t = (1 - ab_t).sqrt()
+        c_x = 1 / (1 - beta).sqrt()  # m = (x - beta / s_t eps) / sqrt(1 - beta)
+        if self.variance == "beta":  # none on the step to clean data (Ho et al. Alg. 2)
+            var = beta if self.timesteps[k + 1] > 0 else torch.zeros_like(beta)
+        else:
+            var = beta * (1 - ab_s) / (1 - ab_t)
+        return c_x, -beta / s_t * c_x, var.clamp_min(0).sqrt(), ab_t.sqrt(), s_t
 
 
 class DDIMSampler(DiffusionSampler):
@@ -177,36 +203,23 @@ class DDIMSampler(DiffusionSampler):
             raise UsageError(f"eta must be a number in [0, 1], got {eta!r}")
         self.eta = float(eta)
 
-    def _sigma(self, k):
+    def coefficients(self, k):
         ab_t, ab_s = self._ab(k)
-        return self.eta * ((1 - ab_s) / (1 - ab_t)).sqrt() * (1 - ab_t / ab_s).clamp_min(0).sqrt()
-
-    def mean(self, x, k):
-        ab_t, ab_s = self._ab(k)
-        eps = self.eps(x, self.timesteps[k])
-        x0hat = (x - self._scalar((1 - ab_t).sqrt()) * eps) / self._scalar(ab_t.sqrt())
-        sigma = self._sigma(k)
+        a_t, s_t, a_s = ab_t.sqrt(), (1 - ab_t).sqrt(), ab_s.sqrt()
+        sigma = self.eta * ((1 - ab_s) / (1 - ab_t)).sqrt() * (1 - ab_t / ab_s).clamp_min(0).sqrt()
         direction = (1 - ab_s - sigma**2).clamp_min(0).sqrt()
-        return self._scalar(ab_s.sqrt()) * x0hat + self._scalar(direction) * eps
-
-    def noise_scale(self, k):
-        return self._scalar(self._sigma(k))
+        # m = a_s x0hat + direction eps with x0hat = (x - s_t eps) / a_t
+        return a_s / a_t, direction - a_s * s_t / a_t, sigma, a_t, s_t
 
 
 class ReverseSDESampler(DiffusionSampler):
     """Euler-Maruyama on the reverse-time VP SDE (memoryless, like DDPM)."""
 
-    def _B(self, k):
+    def coefficients(self, k):
         ab_t, ab_s = self._ab(k)
-        return torch.log(ab_s / ab_t), (1 - ab_t).sqrt()
-
-    def mean(self, x, k):
-        B, s_t = self._B(k)
-        eps = self.eps(x, self.timesteps[k])
-        return self._scalar(1 + B / 2) * x - self._scalar(B / s_t) * eps
-
-    def noise_scale(self, k):
-        return self._scalar(self._B(k)[0].clamp_min(0).sqrt())
+        B, s_t = torch.log(ab_s / ab_t), (1 - ab_t).sqrt()
+        # m = (1 + B/2) x + B score = (1 + B/2) x - (B / s_t) eps
+        return 1 + B / 2, -B / s_t, B.clamp_min(0).sqrt(), ab_t.sqrt(), s_t
 
 
 class ProbabilityFlowSampler(DiffusionSampler):
@@ -227,23 +240,23 @@ class ProbabilityFlowSampler(DiffusionSampler):
             raise UsageError(f"method must be 'euler' or 'heun', got {method!r}")
         self.method = method
 
-    def _drift(self, x, t: int):
-        # dx/dB along the ODE, B the integrated beta: x/2 + score/2 = x/2 - eps/(2 s_t)
-        s_t = (1 - self.schedule.alphabar()[t]).sqrt()
-        return 0.5 * x - self._scalar(0.5 / s_t) * self.eps(x, t)
+    def coefficients(self, k):
+        ab_t, ab_s = self._ab(k)
+        B, s_t = torch.log(ab_s / ab_t), (1 - ab_t).sqrt()
+        zero = torch.zeros_like(B)
+        # Euler: m = x + B (x/2 - eps/(2 s_t)); extra entries for Heun's second stage
+        return 1 + B / 2, -B / (2 * s_t), zero, ab_t.sqrt(), s_t, B, ab_s.sqrt(), (1 - ab_s).sqrt()
 
     def mean(self, x, k):
-        ab_t, ab_s = self._ab(k)
-        B = self._scalar(torch.log(ab_s / ab_t))
-        d1 = self._drift(x, self.timesteps[k])
-        euler = x + B * d1
+        c_x, c_eps, _, a_t, s_t, B, a_s, s_s = self._coef(k)
+        eps = self.eps(x, self.timesteps[k], a_t, s_t)
+        euler = c_x * x + c_eps * eps
         s = self.timesteps[k + 1]
         if self.method == "euler" or s == 0:
             return euler
-        return x + 0.5 * B * (d1 + self._drift(euler, s))
-
-    def noise_scale(self, k):
-        return 0.0
+        # Heun: average the drift x/2 - eps/(2 s) at both ends of the step
+        eps2 = self.eps(euler, s, a_s, s_s)
+        return x + 0.5 * B * ((0.5 * x - eps / (2 * s_t)) + (0.5 * euler - eps2 / (2 * s_s)))
 
 
 SAMPLERS = {
