@@ -27,6 +27,26 @@ def _experiments_epilog() -> str:
     return "\n".join(lines)
 
 
+def _add_run_arguments(parser, name_help: str, default_out: str) -> None:
+    """NAME, --set, --out, --seed and --no-progress, shared by `run` and `train`."""
+    parser.add_argument("name", metavar="NAME", help=name_help)
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (repeatable), e.g. --set seed=3",
+    )
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        help=f"run folder (default: {default_out}); must not exist or be empty",
+    )
+    parser.add_argument("--seed", type=int, metavar="N", help="random seed (same as --set seed=N)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sampleopt",
@@ -50,22 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_experiments_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("name", metavar="NAME", help="experiment name (see `sampleopt list`)")
-    run.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key (repeatable), e.g. --set iterations=2000",
-    )
-    run.add_argument(
-        "--out",
-        metavar="DIR",
-        help="run folder (default: runs/NAME-seedN-TIME); must not exist or be empty",
-    )
-    run.add_argument("--seed", type=int, metavar="N", help="random seed (same as --set seed=N)")
-    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_run_arguments(run, "experiment name (see `sampleopt list`)", "runs/NAME-seedN-TIME")
     train = sub.add_parser(
         "train",
         help="train a base diffusion model (denoising score matching with EMA)",
@@ -74,22 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_presets_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    train.add_argument("name", metavar="NAME", help="training preset (see `sampleopt list`)")
-    train.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key (repeatable)",
+    _add_run_arguments(
+        train, "training preset (see `sampleopt list`)", "runs/train-NAME-seedN-TIME"
     )
-    train.add_argument(
-        "--out",
-        metavar="DIR",
-        help="run folder (default: runs/train-NAME-seedN-TIME); must not exist or be empty",
-    )
-    train.add_argument("--seed", type=int, metavar="N", help="random seed")
-    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     export = sub.add_parser(
         "export",
         help="ship a finished training run's EMA weights as a named base model",
