@@ -32,7 +32,7 @@ def test_base_model_loads_in_one_call_and_is_small(name):
     assert x.shape == (3, *base.data_shape) and bool(torch.isfinite(x).all())
 
 
-@pytest.mark.parametrize("name", ["hex", "bimodal-1d"])
+@pytest.mark.parametrize("name", ["hex", "bimodal-1d", "subspace"])
 def test_low_dimensional_samples_are_as_close_to_data_as_data_is(name):
     """Sliced Wasserstein of 2000 samples (DDPM, 100 steps) to held-out data is within
     the distance between two independent data samples of that size (times 1.5)."""

@@ -80,7 +80,7 @@ class TrainConfig:
 PRESETS: dict[str, TrainConfig] = {
     "hex": TrainConfig(dataset="hex", steps=4000),
     "bimodal-1d": TrainConfig(dataset="bimodal-1d", steps=3000),
-    "subspace": TrainConfig(dataset="subspace", steps=4000, width=256),
+    "subspace": TrainConfig(dataset="subspace", steps=16000, width=256),
     "digits": TrainConfig(
         dataset="digits",
         model="unet",
