@@ -27,13 +27,16 @@ import sampleopt as so
 from sampleopt.samplers import SAMPLERS
 
 
-def best_of(fn, repeats: int) -> float:
-    times = []
+def paired_best(f, g, repeats: int) -> tuple[float, float]:
+    """Best time of f and of g, measured alternately (f, g, f, g, ...) so that both
+    see the same machine state; the minimum is the least disturbed run."""
+    tf, tg = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        for fn, times in ((f, tf), (g, tg)):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return min(tf), min(tg)
 
 
 @torch.no_grad()
@@ -51,7 +54,7 @@ def overhead(base, n: int, kind: str, steps: int, repeats: int) -> dict:
 
     forwards()
     sampling()  # warm-up
-    tf, ts_ = best_of(forwards, repeats), best_of(sampling, repeats)
+    tf, ts_ = paired_best(forwards, sampling, repeats)
     return {
         "model": base.name,
         "n": n,
@@ -94,7 +97,7 @@ def torchsde_ratio(base, n: int, steps: int, repeats: int) -> dict:
 
     ours()
     theirs()
-    t_ours, t_theirs = best_of(ours, repeats), best_of(theirs, repeats)
+    t_ours, t_theirs = paired_best(ours, theirs, repeats)
     return {
         "model": base.name,
         "n": n,
@@ -132,12 +135,14 @@ def main() -> None:
     names = so.available_base_models()
     hexm = so.load_base_model("hex")
     rows = [
-        overhead(hexm, 1000, kind, k, args.repeats) for kind in ("ddpm", "ddim") for k in (20, 100)
+        overhead(hexm, 1000, kind, k, 5 * args.repeats)
+        for kind in ("ddpm", "ddim")
+        for k in (20, 100)
     ]
     if "mnist" in names:
         mn = so.load_base_model("mnist")
         rows += [overhead(mn, 64, kind, 20, args.repeats) for kind in ("ddpm", "ddim")]
-    sde = [torchsde_ratio(hexm, 1000, 100, args.repeats)]
+    sde = [torchsde_ratio(hexm, 1000, 100, 5 * args.repeats)]
     if "mnist" in names:
         sde.append(torchsde_ratio(mn, 64, 20, args.repeats))
     train = training_throughput(10)

@@ -16,12 +16,16 @@ from sampleopt.estimators import CovarianceEstimator, UnrolledEstimator
 from sampleopt.models.pretrained import available_base_models, load_base_model
 from sampleopt.objectives import HexReward, Objective
 from sampleopt.samplers import (
+    DDIMSampler,
+    DDPMSampler,
     FunctionPotential,
     GaussianChain,
     GaussianMixturePotential,
     LangevinSampler,
     Potential,
+    ProbabilityFlowSampler,
     QuadraticPotential,
+    ReverseSDESampler,
     hex_centres,
 )
 
@@ -29,6 +33,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CovarianceEstimator",
+    "DDIMSampler",
+    "DDPMSampler",
+    "ProbabilityFlowSampler",
+    "ReverseSDESampler",
     "FunctionPotential",
     "GaussianChain",
     "GaussianMixturePotential",
