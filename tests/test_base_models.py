@@ -67,6 +67,7 @@ def test_unknown_base_model():
         so.load_base_model("hex").sampler("euler")
 
 
+@pytest.mark.filterwarnings("ignore:Matrix is singular")  # noise lights features digits never do
 def test_mnist_base_model_draws_digits():
     """200 DDIM samples (20 steps): every digit class appears, the classifier is
     confident, and their classifier FID to the training images is a small fraction of
