@@ -6,9 +6,22 @@ parameters' ``.grad``, so any torch optimiser, gradient accumulation or DDP work
 unchanged. Swapping an estimator is one argument.
 """
 
+from sampleopt.estimators.adjoint import AdjointEstimator
 from sampleopt.estimators.covariance import CovarianceEstimator
+from sampleopt.estimators.exact import exact_moments, exact_objective
 from sampleopt.estimators.unrolled import UnrolledEstimator
 
-ESTIMATORS = {"covariance": CovarianceEstimator, "unrolled": UnrolledEstimator}
+ESTIMATORS = {
+    "covariance": CovarianceEstimator,
+    "unrolled": UnrolledEstimator,
+    "adjoint": AdjointEstimator,
+}
 
-__all__ = ["ESTIMATORS", "CovarianceEstimator", "UnrolledEstimator"]
+__all__ = [
+    "ESTIMATORS",
+    "AdjointEstimator",
+    "CovarianceEstimator",
+    "UnrolledEstimator",
+    "exact_moments",
+    "exact_objective",
+]

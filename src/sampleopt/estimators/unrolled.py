@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 
 from sampleopt.errors import UsageError
+from sampleopt.estimators.adjoint import _stochastic_scale
 from sampleopt.objectives.objective import Objective
 from sampleopt.samplers.langevin import LangevinSampler
 
@@ -30,6 +31,9 @@ class UnrolledEstimator:
 
     name = "unrolled"
     last_rewards: torch.Tensor | None = None  # rewards of the samples of the last call
+
+    def __init__(self, reference=None):
+        self.reference = reference  # the reference chain of the path KL (Langevin: derived)
 
     def loss(
         self,
@@ -53,7 +57,14 @@ class UnrolledEstimator:
             )
         reference = None
         if objective.lam > 0:
-            reference = sampler.with_potential(objective.reference)
+            if self.reference is not None:
+                reference = self.reference
+            elif hasattr(sampler, "with_potential"):
+                reference = sampler.with_potential(objective.reference)
+            else:
+                raise UsageError(
+                    "lam > 0 needs a reference chain: UnrolledEstimator(reference=...)"
+                )
         with torch.enable_grad():
             x = sampler.sample_x0(n, generator) if x0 is None else x0
             kl = x.new_zeros(())
@@ -61,7 +72,9 @@ class UnrolledEstimator:
                 m = sampler.mean(x, k)
                 s = sampler.noise_scale(k)
                 if reference is not None:
-                    kl = kl + ((m - reference.mean(x, k)) ** 2).sum(1).mean() / (2 * s * s)
+                    _stochastic_scale(sampler, k)
+                    diff = (m - reference.mean(x, k)).flatten(1)
+                    kl = kl + (diff**2).sum(1).mean() / (2 * s * s)
                 noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
                 x = m + s * noise
             r = objective.rewards(x)

@@ -1,0 +1,160 @@
+"""The discrete adjoint against unrolled backpropagation (same noise, float tolerance)
+and both against the exact oracle of linear-Gaussian chains (4 standard errors)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import sampleopt as so
+from sampleopt.diffusion import CosineSchedule, ExactGaussianDenoiser
+from sampleopt.errors import UsageError
+from sampleopt.estimators import AdjointEstimator, UnrolledEstimator, exact_objective
+from sampleopt.models import TimeMLP
+
+F64 = torch.float64
+Z = 4.0
+
+
+def grads_of(estimator, sampler, objective, n, seed):
+    for p in sampler.parameters():
+        p.grad = None
+    loss = estimator.loss(sampler, objective, n=n, generator=torch.Generator().manual_seed(seed))
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in sampler.parameters() if p.requires_grad]
+
+
+def langevin_chain():
+    def energy(x, th):  # a nonlinear, non-Gaussian potential
+        return ((x - th[:2]) ** 2).sum(1) / 2 + th[2] * torch.cos(x).sum(1) + 0.1 * (x**4).sum(1)
+
+    pot = so.FunctionPotential(energy, torch.tensor([0.3, -0.2, 0.5], dtype=F64), dim=2)
+    return so.LangevinSampler(pot, 0.05, num_steps=15)
+
+
+def mlp_chain(cls=so.DDPMSampler):
+    torch.manual_seed(0)
+    net = TimeMLP(2, 100, hidden=16, depth=2).double()
+    return cls(net, CosineSchedule(100).double(), 10, data_shape=(2,))
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.7])
+def test_adjoint_equals_unrolled_on_a_nonlinear_langevin_chain(lam):
+    sampler = langevin_chain()
+    ref = so.FunctionPotential(
+        sampler.potential.fn, torch.tensor([0.0, 0.1, 0.2], dtype=F64), dim=2
+    )
+    obj = so.Objective(so.HexReward(smooth=True).double(), lam=lam, reference=ref)
+    la, ga = grads_of(AdjointEstimator(), sampler, obj, 64, 3)
+    lu, gu = grads_of(UnrolledEstimator(), sampler, obj, 64, 3)
+    torch.testing.assert_close(la, lu, rtol=1e-10, atol=1e-12)
+    for a, u in zip(ga, gu, strict=True):
+        torch.testing.assert_close(a, u, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.3])
+def test_adjoint_equals_unrolled_on_a_neural_diffusion_sampler(lam):
+    sampler = mlp_chain(so.ReverseSDESampler)  # noise at every step: the path KL is finite
+    reference = copy.deepcopy(sampler).requires_grad_(False)
+    with torch.no_grad():
+        for p in sampler.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    obj = so.Objective(
+        lambda x: -(x**2).sum(1),
+        lam=lam,
+        reference=None if lam == 0 else so.QuadraticPotential(torch.zeros(2), torch.eye(2)),
+    )
+    la, ga = grads_of(AdjointEstimator(reference=reference), sampler, obj, 32, 5)
+    lu, gu = grads_of(UnrolledEstimator(reference=reference), sampler, obj, 32, 5)
+    torch.testing.assert_close(la, lu, rtol=1e-10, atol=1e-12)
+    for a, u in zip(ga, gu, strict=True):
+        torch.testing.assert_close(a, u, rtol=1e-8, atol=1e-12)
+
+
+def exact_ddpm(mu, steps=8, cls=so.DDPMSampler):
+    sched = CosineSchedule(200).double()
+    cov = torch.tensor([[1.0, 0.4], [0.4, 0.6]], dtype=F64)
+    den = ExactGaussianDenoiser(torch.zeros(2), torch.eye(2), sched).double()
+    den.mean.data = torch.as_tensor(mu, dtype=F64)
+    evals, evecs = torch.linalg.eigh(cov)
+    den.evals.data, den.evecs.data = evals, evecs
+    return cls(den, sched, steps, data_shape=(2,))
+
+
+A_VEC = torch.tensor([1.0, -0.5], dtype=F64)
+Q_MAT = torch.tensor([[-0.3, 0.1], [0.1, -0.2]], dtype=F64)
+
+
+def quad_reward(x):
+    return x @ A_VEC + ((x @ Q_MAT) * x).sum(1)
+
+
+@pytest.mark.parametrize("estimator_cls", [AdjointEstimator, UnrolledEstimator])
+@pytest.mark.parametrize("lam", [0.0, 0.5])
+def test_estimators_are_unbiased_on_the_exact_ddpm_chain(estimator_cls, lam):
+    """The exact DDPM sampler of N(mu, Sigma) data with theta = (mu, log scale): the
+    average gradient over R repeats is within 4 SE of the oracle's exact gradient,
+    with and without the path KL to the chain at mu_ref."""
+    cls = so.DDPMSampler if lam == 0 else so.ReverseSDESampler  # KL needs noise at every step
+    sampler = exact_ddpm([0.5, -1.0], cls=cls)
+    reference = exact_ddpm([0.0, 0.2], cls=cls).requires_grad_(False)
+    params = [p for p in sampler.parameters() if p.requires_grad]
+    exact = exact_objective(sampler, 2, a=A_VEC, Q=Q_MAT, lam=lam, reference=reference)
+    truth = torch.autograd.grad(exact, params)
+    obj = so.Objective(
+        quad_reward,
+        lam=lam,
+        reference=None if lam == 0 else so.QuadraticPotential(torch.zeros(2), torch.eye(2)),
+    )
+    est = estimator_cls(reference=reference)
+    R = 300
+    draws = [
+        torch.cat([g.reshape(-1) for g in grads_of(est, sampler, obj, 50, s)[1]]) for s in range(R)
+    ]
+    draws = torch.stack(draws)
+    mean, se = draws.mean(0), draws.std(0) / R**0.5
+    target = torch.cat([t.reshape(-1) for t in truth])
+    assert ((mean - target).abs() <= Z * se + 1e-12).all(), (mean, target, se)
+
+
+def test_oracle_matches_the_closed_form_moments():
+    """Oracle moments vs the hand recursion of tests/test_diffusion_samplers (via the
+    exact sampler's own law at many steps ~ data law)."""
+    sampler = exact_ddpm([0.5, -1.0], steps=200)
+    m, S = so.estimators.exact_moments(sampler, 2)
+    assert torch.allclose(m, torch.tensor([0.5, -1.0], dtype=F64), atol=0.02)
+    cov = torch.tensor([[1.0, 0.4], [0.4, 0.6]], dtype=F64)
+    assert torch.allclose(S, cov, atol=0.03)
+
+
+def test_oracle_refuses_a_nonlinear_chain():
+    with pytest.raises(UsageError, match="affine in x"):
+        so.estimators.exact_moments(mlp_chain(), 2)
+
+
+def test_path_kl_over_a_deterministic_step_is_refused():
+    sampler = exact_ddpm([0.5, -1.0])  # DDPM's last step adds no noise
+    obj = so.Objective(
+        quad_reward, lam=1.0, reference=so.QuadraticPotential(torch.zeros(2), torch.eye(2))
+    )
+    for est in (AdjointEstimator(reference=sampler), UnrolledEstimator(reference=sampler)):
+        with pytest.raises(UsageError, match="path KL is infinite over step 7"):
+            est.loss(sampler, obj, n=4)
+
+
+def test_adjoint_bad_input():
+    sampler = langevin_chain()
+    with pytest.raises(UsageError, match="no gradient"):
+        AdjointEstimator().loss(sampler, so.Objective(lambda x: (x[:, 0] > 0).double()), n=4)
+    with pytest.raises(UsageError, match="reference chain"):
+        AdjointEstimator().loss(
+            mlp_chain(),
+            so.Objective(
+                lambda x: x[:, 0],
+                lam=1.0,
+                reference=so.QuadraticPotential(torch.zeros(2), torch.eye(2)),
+            ),
+            n=4,
+        )
