@@ -22,18 +22,13 @@ from __future__ import annotations
 import torch
 
 from sampleopt.errors import UsageError
+from sampleopt.estimators.pathwise import (
+    check_pathwise_call,
+    path_kl_reference,
+    stochastic_scale,
+)
 from sampleopt.objectives.objective import Objective
 from sampleopt.samplers.chain import GaussianChain
-
-
-def _stochastic_scale(sampler, k: int):
-    s = sampler.noise_scale(k)
-    if float(s) == 0:
-        raise UsageError(
-            f"the path KL is infinite over step {k}, which adds no noise; use a sampler with "
-            "noise at every step (e.g. ReverseSDESampler) for lam > 0"
-        )
-    return s
 
 
 class AdjointEstimator:
@@ -44,15 +39,6 @@ class AdjointEstimator:
 
     def __init__(self, reference: GaussianChain | None = None):
         self.reference = reference
-
-    def _reference(self, sampler, objective: Objective):
-        if objective.lam == 0:
-            return None
-        if self.reference is not None:
-            return self.reference
-        if hasattr(sampler, "with_potential") and objective.reference is not None:
-            return sampler.with_potential(objective.reference)
-        raise UsageError("lam > 0 needs a reference chain: AdjointEstimator(reference=...)")
 
     def loss(
         self,
@@ -65,13 +51,8 @@ class AdjointEstimator:
         samples: torch.Tensor | None = None,
         reference_samples: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        if samples is not None:
-            raise UsageError(
-                "the adjoint estimator draws its own path; it cannot use given samples"
-            )
-        if objective.lam > 0 and objective.kl != "forward":
-            raise UsageError("the adjoint estimator supports the path KL(P_theta || P_ref) only")
-        reference = self._reference(sampler, objective)
+        check_pathwise_call("adjoint", objective, samples)
+        reference = path_kl_reference("adjoint", sampler, objective, self.reference)
         params = [p for p in sampler.parameters() if p.requires_grad]
         if not params:
             raise UsageError(f"{type(sampler).__name__} has no trainable parameters")
@@ -101,7 +82,7 @@ class AdjointEstimator:
                 m = sampler.mean(xk, k)
                 total = (m * a).sum()
                 if reference is not None:
-                    s = _stochastic_scale(sampler, k)
+                    s = stochastic_scale(sampler, k)
                     c = ((m - reference.mean(xk, k)) ** 2).flatten(1).sum(1).mean() / (2 * s * s)
                     kl = kl + c.detach()
                     total = total + objective.lam * c

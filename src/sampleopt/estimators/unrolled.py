@@ -21,9 +21,13 @@ from __future__ import annotations
 import torch
 
 from sampleopt.errors import UsageError
-from sampleopt.estimators.adjoint import _stochastic_scale
+from sampleopt.estimators.pathwise import (
+    check_pathwise_call,
+    path_kl_reference,
+    stochastic_scale,
+)
 from sampleopt.objectives.objective import Objective
-from sampleopt.samplers.langevin import LangevinSampler
+from sampleopt.samplers.chain import GaussianChain
 
 
 class UnrolledEstimator:
@@ -37,7 +41,7 @@ class UnrolledEstimator:
 
     def loss(
         self,
-        sampler: LangevinSampler,
+        sampler: GaussianChain,
         objective: Objective,
         *,
         n: int,
@@ -46,25 +50,8 @@ class UnrolledEstimator:
         samples: torch.Tensor | None = None,
         reference_samples: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        if samples is not None:
-            raise UsageError(
-                "the unrolled estimator draws its own path; it cannot use given samples "
-                "(use the covariance estimator for persistent particles)"
-            )
-        if objective.lam > 0 and objective.kl != "forward":
-            raise UsageError(
-                "the unrolled estimator supports the path KL(P_theta || P_ref) only (kl='forward')"
-            )
-        reference = None
-        if objective.lam > 0:
-            if self.reference is not None:
-                reference = self.reference
-            elif hasattr(sampler, "with_potential"):
-                reference = sampler.with_potential(objective.reference)
-            else:
-                raise UsageError(
-                    "lam > 0 needs a reference chain: UnrolledEstimator(reference=...)"
-                )
+        check_pathwise_call("unrolled", objective, samples)
+        reference = path_kl_reference("unrolled", sampler, objective, self.reference)
         with torch.enable_grad():
             x = sampler.sample_x0(n, generator) if x0 is None else x0
             kl = x.new_zeros(())
@@ -72,7 +59,7 @@ class UnrolledEstimator:
                 m = sampler.mean(x, k)
                 s = sampler.noise_scale(k)
                 if reference is not None:
-                    _stochastic_scale(sampler, k)
+                    stochastic_scale(sampler, k)
                     diff = (m - reference.mean(x, k)).flatten(1)
                     kl = kl + (diff**2).sum(1).mean() / (2 * s * s)
                 noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
