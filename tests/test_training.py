@@ -130,3 +130,29 @@ def test_bad_training_config(tmp_path, capsys):
 
 def test_non_finite_error_type():
     assert issubclass(NonFiniteError, FloatingPointError)
+
+
+def test_export_then_load_gives_the_ema_weights(tmp_path):
+    from sampleopt.models.pretrained import available_base_models, load_base_model
+
+    assert main(["train", "hex", "--out", str(tmp_path / "r"), *SMALL]) == 0
+    assert main(["export", str(tmp_path / "r"), "tiny", "--to", str(tmp_path / "ship")]) == 0
+    assert available_base_models(tmp_path / "ship") == ["tiny"]
+    base = load_base_model("tiny", tmp_path / "ship")
+    tensors, _ = load_checkpoint(tmp_path / "r")
+    for k, v in base.denoiser.state_dict().items():
+        assert torch.equal(v, tensors[f"ema.{k}"]), k
+    meta = json.loads((tmp_path / "ship" / "tiny.json").read_text())
+    assert meta["command"] == "sampleopt train hex --seed 0 --set steps=60"
+    assert main(["export", str(tmp_path / "missing"), "x", "--to", str(tmp_path / "s2")]) == 2
+
+
+def test_evaluate_writes_its_summary(tmp_path, capsys):
+    out = tmp_path / "ev"
+    assert main(["evaluate", "hex", "--n", "200", "--steps", "20", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n"] == 200 and summary["sliced_wasserstein"] > 0
+    assert (out / "samples.png").exists()
+    assert main(["evaluate", "hex", "--n", "1"]) == 2
+    assert "--n must be >= 2" in capsys.readouterr().err
+    assert main(["evaluate", "cifar"]) == 2
