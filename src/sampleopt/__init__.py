@@ -12,10 +12,18 @@ Three kinds of object, composed by the algorithms:
 
 from sampleopt.algorithms import History, ImplicitDiffusion, NestedLoop, StepSize
 from sampleopt.errors import NonFiniteError, SampleoptError, UsageError
-from sampleopt.estimators import CovarianceEstimator, UnrolledEstimator
+from sampleopt.estimators import (
+    AdjointEstimator,
+    CovarianceEstimator,
+    ScoreFunctionEstimator,
+    TruncatedEstimator,
+    UnrolledEstimator,
+    ZerothOrderEstimator,
+)
 from sampleopt.models.pretrained import available_base_models, load_base_model
 from sampleopt.objectives import HexReward, Objective
 from sampleopt.samplers import (
+    AffineChain,
     DDIMSampler,
     DDPMSampler,
     FunctionPotential,
@@ -32,6 +40,11 @@ from sampleopt.samplers import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdjointEstimator",
+    "AffineChain",
+    "ScoreFunctionEstimator",
+    "TruncatedEstimator",
+    "ZerothOrderEstimator",
     "CovarianceEstimator",
     "DDIMSampler",
     "DDPMSampler",

@@ -9,19 +9,28 @@ unchanged. Swapping an estimator is one argument.
 from sampleopt.estimators.adjoint import AdjointEstimator
 from sampleopt.estimators.covariance import CovarianceEstimator
 from sampleopt.estimators.exact import exact_moments, exact_objective
-from sampleopt.estimators.unrolled import UnrolledEstimator
+from sampleopt.estimators.score_function import Rollout, ScoreFunctionEstimator
+from sampleopt.estimators.unrolled import TruncatedEstimator, UnrolledEstimator
+from sampleopt.estimators.zeroth_order import ZerothOrderEstimator
 
 ESTIMATORS = {
     "covariance": CovarianceEstimator,
     "unrolled": UnrolledEstimator,
+    "truncated": TruncatedEstimator,
     "adjoint": AdjointEstimator,
+    "score-function": ScoreFunctionEstimator,
+    "zeroth-order": ZerothOrderEstimator,
 }
 
 __all__ = [
     "ESTIMATORS",
     "AdjointEstimator",
     "CovarianceEstimator",
+    "Rollout",
+    "ScoreFunctionEstimator",
+    "TruncatedEstimator",
     "UnrolledEstimator",
+    "ZerothOrderEstimator",
     "exact_moments",
     "exact_objective",
 ]

@@ -8,9 +8,11 @@ step's mean at the stored x_k gives
 
 (x_{k+1} = m(x_k) + s_k xi_k with the noise fixed, so d x_{k+1} / d x_k = J_x m). A
 path-KL running cost c_k = mean |m(x_k) - m_ref(x_k)|^2 / (2 s_k^2) adds its own
-gradients at each step. The result equals :class:`UnrolledEstimator`'s gradient for
-the same noise to floating-point error, but only the states are kept, never the
-network's activations of all K steps: choose it for long chains and big networks.
+gradients at each step, and a learnable noise scale adds <a_{k+1}, xi_k> d s_k / d theta
+with xi_k recovered from the stored states. The result equals
+:class:`UnrolledEstimator`'s gradient for the same noise to floating-point error,
+but only the states are kept, never the network's
+activations of all K steps: choose it for long chains and big networks.
 
 The surrogate loss is sum_p <p, g_p> (shifted to the objective's value), whose
 gradient in the parameters is exactly the accumulated estimate, so it composes with
@@ -21,11 +23,15 @@ from __future__ import annotations
 
 import torch
 
-from sampleopt.errors import UsageError
-from sampleopt.estimators.pathwise import (
+from sampleopt.estimators.common import (
     check_pathwise_call,
+    checked_rewards,
+    kl_step_cost,
     path_kl_reference,
+    require_reward_gradient,
+    resolve_params,
     stochastic_scale,
+    surrogate_from_grads,
 )
 from sampleopt.objectives.objective import Objective
 from sampleopt.samplers.chain import GaussianChain
@@ -50,14 +56,15 @@ class AdjointEstimator:
         x0: torch.Tensor | None = None,
         samples: torch.Tensor | None = None,
         reference_samples: torch.Tensor | None = None,
+        params=None,
     ) -> torch.Tensor:
-        check_pathwise_call("adjoint", objective, samples)
-        reference = path_kl_reference("adjoint", sampler, objective, self.reference)
-        params = [p for p in sampler.parameters() if p.requires_grad]
-        if not params:
-            raise UsageError(f"{type(sampler).__name__} has no trainable parameters")
+        """Surrogate loss; ``params`` (default: all the sampler's trainable parameters)
+        are the tensors that receive the gradient."""
+        check_pathwise_call(self.name, objective, samples)
+        params = resolve_params(self.name, sampler, params)
+        reference = path_kl_reference(self.name, sampler, objective, self.reference)
         with torch.no_grad():  # forward: store the states only
-            x = sampler.sample_x0(n, generator) if x0 is None else x0
+            x = sampler.sample_x0(n, generator) if x0 is None else x0.detach()
             path = [x]
             for k in range(sampler.num_steps):
                 noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
@@ -65,12 +72,8 @@ class AdjointEstimator:
                 path.append(x)
         with torch.enable_grad():
             xk = path[-1].detach().requires_grad_(True)
-            r = objective.rewards(xk)
-            if not r.requires_grad:
-                raise UsageError(
-                    "the reward returned no gradient; the adjoint estimator needs a "
-                    "differentiable reward (use the score-function or covariance estimator)"
-                )
+            r = checked_rewards(objective, xk)
+            require_reward_gradient(self.name, r)
             value = -r.mean()
             (a,) = torch.autograd.grad(value, xk)
         self.last_rewards = r.detach()
@@ -81,9 +84,13 @@ class AdjointEstimator:
                 xk = path[k].detach().requires_grad_(True)
                 m = sampler.mean(xk, k)
                 total = (m * a).sum()
+                s = sampler.noise_scale(k)
+                if isinstance(s, torch.Tensor) and s.requires_grad:  # learnable noise scale
+                    xi = (path[k + 1] - m.detach()) / s.detach()  # the step's noise, recovered
+                    total = total + s * (xi * a).sum()
                 if reference is not None:
                     s = stochastic_scale(sampler, k)
-                    c = ((m - reference.mean(xk, k)) ** 2).flatten(1).sum(1).mean() / (2 * s * s)
+                    c = kl_step_cost(m, reference.mean(xk, k), s).mean()
                     kl = kl + c.detach()
                     total = total + objective.lam * c
                 out = torch.autograd.grad(total, [xk, *params], allow_unused=True)
@@ -91,6 +98,4 @@ class AdjointEstimator:
             for g, gk in zip(grads, out[1:], strict=True):
                 if gk is not None:
                     g.add_(gk)
-        value = value.detach() + objective.lam * kl
-        surrogate = sum((p * g).sum() for p, g in zip(params, grads, strict=True))
-        return surrogate - surrogate.detach() + value
+        return surrogate_from_grads(params, grads, value.detach() + objective.lam * kl)

@@ -1,5 +1,6 @@
 """Samplers: Gaussian Markov chains x_{k+1} = m_theta(x_k, k) + s_k xi_k."""
 
+from sampleopt.samplers.affine import AffineChain
 from sampleopt.samplers.chain import GaussianChain
 from sampleopt.samplers.diffusion import (
     SAMPLERS,
@@ -20,6 +21,7 @@ from sampleopt.samplers.potentials import (
 )
 
 __all__ = [
+    "AffineChain",
     "SAMPLERS",
     "DDIMSampler",
     "DDPMSampler",

@@ -1,0 +1,123 @@
+"""Zeroth-order gradients: two evaluations of the loss, no derivative of anything.
+
+Two-point Gaussian smoothing (Nesterov & Spokoiny 2017; methods.md 3.6): with
+u ~ N(0, I) over all the chosen parameters,
+
+    g = (l_hat(theta + delta u) - l_hat(theta - delta u)) / (2 delta) * u,
+
+averaged over ``directions`` draws of u. Both evaluations use the same x_0 and the
+same noise (common random numbers), so the difference measures the change of theta
+and not the sampling noise. g is unbiased for the gradient of the smoothed loss
+E_u[l(theta + delta u)]; that equals grad l(theta) when l is quadratic in theta
+(e.g. the mean of a linear-Gaussian chain under a quadratic reward) and differs from
+it by O(delta^2) otherwise. The reported value (and ``last_rewards``) is the average
+of the two evaluations, O(delta^2) from l(theta).
+
+Its variance grows with the number of parameters: choose it for a handful of
+parameters (a schedule, a guidance scale, the last layer) with a black-box reward or
+sampler, never for a whole network.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from sampleopt.errors import UsageError
+from sampleopt.estimators.common import (
+    check_no_given_samples,
+    check_path_kl,
+    checked_rewards,
+    kl_step_cost,
+    path_kl_reference,
+    resolve_params,
+    stochastic_scale,
+    surrogate_from_grads,
+)
+from sampleopt.objectives.objective import Objective
+from sampleopt.samplers.chain import GaussianChain
+
+
+class ZerothOrderEstimator:
+    """Two-point random-direction finite differences with common random numbers."""
+
+    name = "zeroth-order"
+    last_rewards: torch.Tensor | None = None
+
+    def __init__(
+        self,
+        reference: GaussianChain | None = None,
+        *,
+        delta: float = 1e-2,
+        directions: int = 1,
+    ):
+        if not (isinstance(delta, int | float) and math.isfinite(delta) and delta > 0):
+            raise UsageError(f"delta must be a finite number > 0, got {delta!r}")
+        if not (
+            isinstance(directions, int) and not isinstance(directions, bool) and directions >= 1
+        ):
+            raise UsageError(f"directions must be an integer >= 1, got {directions!r}")
+        self.reference = reference
+        self.delta = float(delta)
+        self.directions = directions
+
+    def loss(
+        self,
+        sampler: GaussianChain,
+        objective: Objective,
+        *,
+        n: int,
+        generator: torch.Generator | None = None,
+        x0: torch.Tensor | None = None,
+        samples: torch.Tensor | None = None,
+        reference_samples: torch.Tensor | None = None,
+        params=None,
+    ) -> torch.Tensor:
+        check_no_given_samples(self.name, samples)
+        check_path_kl(self.name, objective)
+        params = resolve_params(self.name, sampler, params)
+        reference = path_kl_reference(self.name, sampler, objective, self.reference)
+        with torch.no_grad():
+            x0 = sampler.sample_x0(n, generator) if x0 is None else x0.detach()
+            noises = [  # common random numbers for every evaluation
+                torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+                for _ in range(sampler.num_steps)
+            ]
+            originals = [p.detach().clone() for p in params]
+            grads = [torch.zeros_like(p) for p in params]
+            values, rewards = [], []
+            try:
+                for _ in range(self.directions):
+                    us = [
+                        torch.randn(p.shape, generator=generator, dtype=p.dtype, device=p.device)
+                        for p in params
+                    ]
+                    pair = []
+                    for sign in (1.0, -1.0):
+                        for p, o, u in zip(params, originals, us, strict=True):
+                            p.copy_(o + (sign * self.delta) * u)
+                        value, r = self._evaluate(sampler, objective, reference, x0, noises)
+                        pair.append(value)
+                        values.append(value)
+                        rewards.append(r)
+                    slope = (pair[0] - pair[1]) / (2 * self.delta * self.directions)
+                    for g, u in zip(grads, us, strict=True):
+                        g.add_(slope * u)
+            finally:
+                for p, o in zip(params, originals, strict=True):
+                    p.copy_(o)
+        self.last_rewards = torch.stack(rewards).mean(0)
+        return surrogate_from_grads(params, grads, torch.stack(values).mean())
+
+    @staticmethod
+    def _evaluate(sampler, objective, reference, x, noises):
+        """l_hat at the current parameters with the given x_0 and noise."""
+        kl = x.new_zeros(())
+        for k, noise in enumerate(noises):
+            m, s = sampler.mean(x, k), sampler.noise_scale(k)
+            if reference is not None:
+                kl = kl + kl_step_cost(m, reference.mean(x, k), stochastic_scale(sampler, k)).mean()
+            x = m + s * noise
+        r = checked_rewards(objective, x)
+        return -r.mean() + objective.lam * kl, r
