@@ -26,6 +26,7 @@ import torch
 from sampleopt.estimators.common import (
     check_pathwise_call,
     checked_rewards,
+    is_deterministic,
     kl_step_cost,
     path_kl_reference,
     require_reward_gradient,
@@ -85,7 +86,7 @@ class AdjointEstimator:
                 m = sampler.mean(xk, k)
                 total = (m * a).sum()
                 s = sampler.noise_scale(k)
-                if isinstance(s, torch.Tensor) and s.requires_grad:  # learnable noise scale
+                if isinstance(s, torch.Tensor) and s.requires_grad and not is_deterministic(s):
                     xi = (path[k + 1] - m.detach()) / s.detach()  # the step's noise, recovered
                     total = total + s * (xi * a).sum()
                 if reference is not None:

@@ -99,10 +99,15 @@ def path_kl_reference(name: str, sampler, objective: Objective, given):
     )
 
 
+def is_deterministic(s) -> bool:
+    """Whether a noise scale s_k (float or tensor) is 0: a step without noise."""
+    return float(s.detach() if isinstance(s, torch.Tensor) else s) == 0
+
+
 def stochastic_scale(sampler, k: int):
     """s_k, refusing a step without noise (the path KL over it is infinite)."""
     s = sampler.noise_scale(k)
-    if float(s) == 0:
+    if is_deterministic(s):
         raise UsageError(
             f"the path KL is infinite over step {k}, which adds no noise; use a sampler with "
             "noise at every step (e.g. ReverseSDESampler) for lam > 0"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 
 from sampleopt.errors import UsageError
+from sampleopt.estimators.common import is_deterministic
 from sampleopt.samplers.chain import GaussianChain
 
 
@@ -91,7 +92,7 @@ def exact_objective(
     for k in range(chain.num_steps):
         A, b, s = _affine_step(chain, k, dim, dtype, None, True)
         if lam > 0:
-            if float(s) == 0:
+            if is_deterministic(s):
                 raise UsageError(f"the path KL is infinite over the deterministic step {k}")
             Ar, br, _ = _affine_step(reference, k, dim, dtype, None, True)
             D, dvec = A - Ar, b - br

@@ -41,6 +41,7 @@ from sampleopt.estimators.common import (
     check_no_given_samples,
     check_path_kl,
     checked_rewards,
+    is_deterministic,
     kl_step_cost,
     path_kl_reference,
     resolve_params,
@@ -103,7 +104,7 @@ class ScoreFunctionEstimator:
 
     def _check_noise(self, sampler: GaussianChain) -> None:
         for k in range(sampler.num_steps):
-            if float(sampler.noise_scale(k)) == 0:
+            if is_deterministic(sampler.noise_scale(k)):
                 raise UsageError(
                     f"the score-function estimator needs noise at every step, but step {k} of "
                     f"{type(sampler).__name__} is deterministic (s_k = 0): its transition has "

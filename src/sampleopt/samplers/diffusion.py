@@ -60,6 +60,13 @@ def respaced_timesteps(num_train_steps: int, num_steps: int) -> list[int]:
     return [1 + round(i * c) for i in range(num_steps - 1, -1, -1)] + [0]
 
 
+def _sqrt0(v: torch.Tensor) -> torch.Tensor:
+    """sqrt(max(v, 0)) with gradient 0, not inf or NaN, where v <= 0 (a step without
+    noise under a learnable schedule would otherwise poison every gradient)."""
+    positive = v > 0
+    return torch.where(positive, torch.where(positive, v, torch.ones_like(v)).sqrt(), 0.0)
+
+
 class DiffusionSampler(GaussianChain):
     """Base class: a denoiser, a schedule, a respaced list of times and a data shape."""
 
@@ -189,7 +196,7 @@ class DDPMSampler(DiffusionSampler):
             var = beta if self.timesteps[k + 1] > 0 else torch.zeros_like(beta)
         else:
             var = beta * (1 - ab_s) / (1 - ab_t)
-        return c_x, -beta / s_t * c_x, var.clamp_min(0).sqrt(), ab_t.sqrt(), s_t
+        return c_x, -beta / s_t * c_x, _sqrt0(var), ab_t.sqrt(), s_t
 
 
 class DDIMSampler(DiffusionSampler):
@@ -206,8 +213,8 @@ class DDIMSampler(DiffusionSampler):
     def coefficients(self, k):
         ab_t, ab_s = self._ab(k)
         a_t, s_t, a_s = ab_t.sqrt(), (1 - ab_t).sqrt(), ab_s.sqrt()
-        sigma = self.eta * ((1 - ab_s) / (1 - ab_t)).sqrt() * (1 - ab_t / ab_s).clamp_min(0).sqrt()
-        direction = (1 - ab_s - sigma**2).clamp_min(0).sqrt()
+        sigma = self.eta * _sqrt0((1 - ab_s) / (1 - ab_t)) * _sqrt0(1 - ab_t / ab_s)
+        direction = _sqrt0(1 - ab_s - sigma**2)
         # m = a_s x0hat + direction eps with x0hat = (x - s_t eps) / a_t
         return a_s / a_t, direction - a_s * s_t / a_t, sigma, a_t, s_t
 
@@ -219,7 +226,7 @@ class ReverseSDESampler(DiffusionSampler):
         ab_t, ab_s = self._ab(k)
         B, s_t = torch.log(ab_s / ab_t), (1 - ab_t).sqrt()
         # m = (1 + B/2) x + B score = (1 + B/2) x - (B / s_t) eps
-        return 1 + B / 2, -B / s_t, B.clamp_min(0).sqrt(), ab_t.sqrt(), s_t
+        return 1 + B / 2, -B / s_t, _sqrt0(B), ab_t.sqrt(), s_t
 
 
 class ProbabilityFlowSampler(DiffusionSampler):
