@@ -66,11 +66,12 @@ class AdjointEstimator:
         reference = path_kl_reference(self.name, sampler, objective, self.reference)
         with torch.no_grad():  # forward: store the states only
             x = sampler.sample_x0(n, generator) if x0 is None else x0.detach()
-            path = [x]
+            # one (K+1, n, ...) block: K small tensors would fragment the heap
+            path = x.new_empty((sampler.num_steps + 1, *x.shape))
+            path[0] = x
             for k in range(sampler.num_steps):
                 noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-                x = sampler.step(x, k, noise)
-                path.append(x)
+                path[k + 1] = sampler.step(path[k], k, noise)
         with torch.enable_grad():
             xk = path[-1].detach().requires_grad_(True)
             r = checked_rewards(objective, xk)

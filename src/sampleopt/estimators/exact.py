@@ -32,9 +32,7 @@ def _affine_step(chain: GaussianChain, k: int, d: int, dtype, device, check: boo
     b = chain.mean(zero, k)[0]
     A = (chain.mean(eye, k) - b).T
     if check:
-        x = torch.randn(
-            3, d, dtype=dtype, device=device, generator=torch.Generator().manual_seed(k)
-        )
+        x = torch.randn(3, d, dtype=dtype, generator=torch.Generator().manual_seed(k)).to(device)
         with torch.no_grad():
             err = (chain.mean(x, k) - (x @ A.T + b)).abs().max()
             scale = 1 + (x @ A.T + b).abs().max()
@@ -48,6 +46,13 @@ def _affine_step(chain: GaussianChain, k: int, d: int, dtype, device, check: boo
     return A, b, s
 
 
+def _device(chain: GaussianChain):
+    t = next(iter(chain.parameters()), None)
+    if t is None:
+        t = next(iter(chain.buffers()), None)
+    return None if t is None else t.device
+
+
 def exact_moments(
     chain: GaussianChain,
     dim: int,
@@ -59,12 +64,14 @@ def exact_moments(
 ):
     """(m_K, S_K) of an affine chain from N(mean0, cov0) (default N(0, I)),
     differentiable in the chain's parameters."""
-    m = torch.zeros(dim, dtype=dtype) if mean0 is None else torch.as_tensor(mean0, dtype=dtype)
-    S = torch.eye(dim, dtype=dtype) if cov0 is None else torch.as_tensor(cov0, dtype=dtype)
+    kw = {"dtype": dtype, "device": _device(chain)}
+    m = torch.zeros(dim, **kw) if mean0 is None else torch.as_tensor(mean0, **kw)
+    S = torch.eye(dim, **kw) if cov0 is None else torch.as_tensor(cov0, **kw)
+    eye = torch.eye(dim, **kw)
     for k in range(chain.num_steps):
-        A, b, s = _affine_step(chain, k, dim, dtype, None, check)
+        A, b, s = _affine_step(chain, k, dim, dtype, kw["device"], check)
         m = A @ m + b
-        S = A @ S @ A.T + (s**2) * torch.eye(dim, dtype=dtype)
+        S = A @ S @ A.T + (s**2) * eye
     return m, S
 
 
@@ -81,20 +88,21 @@ def exact_objective(
     dtype=torch.float64,
 ) -> torch.Tensor:
     """Exact l(theta) = -E[a^T x_K + x_K^T Q x_K] + lam * path KL(chain || reference)."""
-    a = torch.zeros(dim, dtype=dtype) if a is None else torch.as_tensor(a, dtype=dtype)
-    Q = torch.zeros(dim, dim, dtype=dtype) if Q is None else torch.as_tensor(Q, dtype=dtype)
+    kw = {"dtype": dtype, "device": _device(chain)}
+    a = torch.zeros(dim, **kw) if a is None else torch.as_tensor(a, **kw)
+    Q = torch.zeros(dim, dim, **kw) if Q is None else torch.as_tensor(Q, **kw)
     if lam > 0 and reference is None:
         raise UsageError("lam > 0 needs the reference chain")
-    m = torch.zeros(dim, dtype=dtype) if mean0 is None else torch.as_tensor(mean0, dtype=dtype)
-    S = torch.eye(dim, dtype=dtype) if cov0 is None else torch.as_tensor(cov0, dtype=dtype)
-    kl = torch.zeros((), dtype=dtype)
-    eye = torch.eye(dim, dtype=dtype)
+    m = torch.zeros(dim, **kw) if mean0 is None else torch.as_tensor(mean0, **kw)
+    S = torch.eye(dim, **kw) if cov0 is None else torch.as_tensor(cov0, **kw)
+    kl = torch.zeros((), **kw)
+    eye = torch.eye(dim, **kw)
     for k in range(chain.num_steps):
-        A, b, s = _affine_step(chain, k, dim, dtype, None, True)
+        A, b, s = _affine_step(chain, k, dim, dtype, kw["device"], True)
         if lam > 0:
             if is_deterministic(s):
                 raise UsageError(f"the path KL is infinite over the deterministic step {k}")
-            Ar, br, _ = _affine_step(reference, k, dim, dtype, None, True)
+            Ar, br, _ = _affine_step(reference, k, dim, dtype, kw["device"], True)
             D, dvec = A - Ar, b - br
             kl = kl + ((D @ m + dvec).pow(2).sum() + torch.trace(D @ S @ D.T)) / (2 * s**2)
         m = A @ m + b

@@ -57,12 +57,12 @@ BASELINES = ("loo", "none")
 class Rollout:
     """A batch of paths with what the score-function estimator needs to reuse them.
 
-    ``path``: [x_0, .., x_K] (no graph); ``rewards``: (n,); ``log_probs``: (n, K), the
-    step log-densities at the rollout's parameters up to a constant; ``costs``:
-    (n, K) path-KL running costs, or None without the path KL.
+    ``path``: x_0 .. x_K stacked, shape (K + 1, n, ...) (no graph); ``rewards``: (n,);
+    ``log_probs``: (n, K), the step log-densities at the rollout's parameters up to a
+    constant; ``costs``: (n, K) path-KL running costs, or None without the path KL.
     """
 
-    path: list[torch.Tensor]
+    path: torch.Tensor
     rewards: torch.Tensor
     log_probs: torch.Tensor
     costs: torch.Tensor | None
@@ -130,15 +130,17 @@ class ScoreFunctionEstimator:
             x = sampler.sample_x0(n, generator) if x0 is None else x0.detach()
             if x.shape[0] < 2 and self.baseline == "loo":
                 raise UsageError("the leave-one-out baseline needs at least 2 samples")
-            path, logps, costs = [x], [], []
+            # one (K+1, n, ...) block: K small tensors would fragment the heap
+            path = x.new_empty((sampler.num_steps + 1, *x.shape))
+            path[0] = x
+            logps, costs = [], []
             for k in range(sampler.num_steps):
                 m, s = sampler.mean(x, k), sampler.noise_scale(k)
                 if reference is not None:
                     costs.append(kl_step_cost(m, reference.mean(x, k), s))
                 noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-                x = m + s * noise
+                x = path[k + 1] = m + s * noise
                 logps.append(_log_density(x, m, s))
-                path.append(x)
             r = checked_rewards(objective, x)
         return Rollout(
             path=path,
