@@ -132,6 +132,8 @@ def test_bad_estimator_settings():
         ScoreFunctionEstimator(baseline="mean")
     with pytest.raises(UsageError, match=r"clip must be a number in \(0, 1\)"):
         ScoreFunctionEstimator(clip=1.5)
+    with pytest.raises(UsageError, match="states must be one of all, sqrt, got 'none'"):
+        AdjointEstimator(states="none")
     with pytest.raises(UsageError, match="delta must be a finite number > 0"):
         ZerothOrderEstimator(delta=0.0)
     with pytest.raises(UsageError, match="directions must be an integer >= 1"):

@@ -175,6 +175,27 @@ def test_checkpointing_and_full_truncation_equal_unrolled(lam):
         torch.testing.assert_close(estimate(est, sampler, obj, 7), base, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("lam", [0.0, 0.4])
+@pytest.mark.parametrize("steps", [1, 6, 10])
+def test_adjoint_with_sqrt_k_stored_states_equals_storing_all(lam, steps):
+    """Replaying each segment from its stored generator state gives the same noise, so
+    the same gradient (K = 1: one segment; 10: a short last segment)."""
+    sampler = so.ReverseSDESampler(
+        neural_sde().denoiser, CosineSchedule(100).double(), steps, data_shape=(2,)
+    )
+    ref = copy.deepcopy(sampler).requires_grad_(False)
+    with torch.no_grad():
+        for p in sampler.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    obj = so.Objective(smooth_reward, lam=lam, reference=UNUSED if lam else None)
+    full = estimate(AdjointEstimator(reference=ref), sampler, obj, 4)
+    sqrt = estimate(AdjointEstimator(reference=ref, states="sqrt"), sampler, obj, 4)
+    torch.testing.assert_close(sqrt, full, rtol=1e-12, atol=1e-14)
+    unrolled = estimate(UnrolledEstimator(reference=ref), sampler, obj, 4)
+    torch.testing.assert_close(sqrt, unrolled, rtol=1e-9, atol=1e-12)
+    AdjointEstimator(reference=ref, states="sqrt").loss(sampler, obj, n=4).backward()  # no gen
+
+
 def test_adjoint_equals_unrolled_with_a_learnable_noise_schedule():
     """The noise scale s_k(theta) of a learnable schedule carries a gradient too."""
     torch.manual_seed(1)
@@ -185,6 +206,7 @@ def test_adjoint_equals_unrolled_with_a_learnable_noise_schedule():
     a = estimate(AdjointEstimator(), sampler, obj, 3)
     u = estimate(UnrolledEstimator(), sampler, obj, 3)
     torch.testing.assert_close(a, u, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(estimate(AdjointEstimator(states="sqrt"), sampler, obj, 3), a)
     assert flat([sched.tau.grad]).abs().sum() > 0  # the schedule's own parameters
 
 
