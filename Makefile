@@ -28,3 +28,4 @@ test: lint
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/langevin_loop.py
 	$(BIN)/python benchmarks/diffusion_sampling.py
+	$(BIN)/python benchmarks/estimators.py

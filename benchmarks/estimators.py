@@ -34,20 +34,28 @@
      after one warm-up call of each, timed alternately (gradient, sampling, gradient,
      ...) ``--repeats`` times; the ratio of the best times.
    * Peak memory: each (estimator, K) and the no-grad sampling pass run once in a fresh
-     subprocess (this script with a hidden ``--_memory-child NAME K`` option). It
-     builds the sampler, warms up the estimator on a 2-step sampler with 2 points (so
-     that one-off initialisations are not counted), records its resident set size
-     (``/proc/self/statm``) just before the call, runs loss + backward once, and
-     reports ``ru_maxrss`` (``resource.getrusage``, the process's high-water mark)
-     minus that baseline: the peak extra memory of the call. If the high-water mark
-     was already above that before the call (an earlier, larger transient) the value
-     is only an upper bound and the table marks it with "<=". Resolution: a page, and
-     in practice the allocator's granularity (~0.1-1 MiB). On CUDA (``--device cuda``)
-     it is ``torch.cuda.max_memory_allocated`` after a reset, minus the allocated
-     memory before the call (tensors only, not the caching allocator's reserve).
+     subprocess (this script with a hidden ``--_memory-child NAME K`` option). It builds the
+     sampler, warms up the estimator on the same sampler with 2 points (so that one-off
+     initialisations and the sampler's per-step cache are not counted), records its resident
+     set size just before the call, runs loss + backward once, and reports the process's peak
+     resident set size after it minus that baseline: the peak extra memory of the call, with
+     glibc's mmap threshold fixed at 64 KiB (``MALLOC_MMAP_THRESHOLD_``) so that tensors above
+     it are mapped and unmapped with their lifetime (see ``ALLOCATOR_ENV``). The peak is VmHWM
+     of ``/proc/self/status``, reset to the current RSS just before the call by writing 5 to
+     ``/proc/self/clear_refs``. It is what ``resource.getrusage(RUSAGE_SELF).ru_maxrss``
+     reports in a process started by a small one (a shell), but a child of this (large)
+     benchmark process inherits the parent's high-water mark in ``ru_maxrss`` across fork +
+     exec (Linux keeps it in the signal struct), which swamps the measurement; the JSON keeps
+     the ``ru_maxrss`` numbers too. Where the peak cannot be reset the value is an upper bound
+     if the mark was already higher before the call (marked "<="); without /proc, the growth of
+     ``ru_maxrss`` is reported. Resolution: a page, and in practice the allocator's
+     granularity. On CUDA (``--device cuda``) the peak is ``torch.cuda.max_memory_allocated``
+     after a reset, minus the allocated memory before the call (tensors only, not the caching
+     allocator's reserve).
 
    Summary: adjoint peak at K = 1000 over K = 100 (target <= 1.5, unrolled's grows
-   with K) and adjoint time / sampling time (target <= 3).
+   with K) for both state storages of the adjoint, and adjoint time / sampling time at
+   K = 1000 (target <= 3).
 
 Prints markdown tables and writes ``estimators.json`` (all numbers, config, versions,
 machine), ``estimators.md`` (the tables) and ``estimators.png`` to
@@ -255,6 +263,7 @@ def cost_estimators() -> dict:
         "unrolled+checkpoint": lambda: UnrolledEstimator(checkpoint=True),
         "truncated(1)": lambda: TruncatedEstimator(1),
         "adjoint": lambda: AdjointEstimator(),
+        "adjoint(sqrt)": lambda: AdjointEstimator(states="sqrt"),
         "score-function": lambda: ScoreFunctionEstimator(),
         "zeroth-order": lambda: ZerothOrderEstimator(delta=ZO_DELTA),
     }
@@ -329,13 +338,24 @@ def run_timing(ks, n: int, repeats: int, device: torch.device) -> list[dict]:
     return rows
 
 
-def rss_kib() -> int | None:
-    """Resident set size now, in KiB (Linux), or None where /proc is absent."""
+def proc_status_kib(field: str) -> int | None:
+    """A memory field of /proc/self/status (VmRSS, VmHWM) in KiB, or None without /proc."""
     try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
     except (OSError, IndexError, ValueError):
         return None
-    return pages * os.sysconf("SC_PAGE_SIZE") // 1024
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0, own process); False if refused."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
 
 
 def maxrss_kib() -> int:
@@ -345,8 +365,7 @@ def maxrss_kib() -> int:
 
 def memory_child(name: str, K: int, n: int, device: torch.device) -> dict:
     """Peak extra memory of one call (see the module docstring), in a fresh process."""
-    sampler, make, objective = hex_setup(K, device)
-    small = make(2)
+    sampler, _, objective = hex_setup(K, device)
     if name == "sampling":
 
         def call(s, m):
@@ -358,8 +377,8 @@ def memory_child(name: str, K: int, n: int, device: torch.device) -> dict:
         def call(s, m):
             gradient_call(est, s, objective, m, 0, device)
 
-    call(small, 2)  # warm-up: one-off initialisations, negligible memory
-    small.zero_grad(set_to_none=True)
+    call(sampler, 2)  # warm-up with 2 points: one-off initialisations, the step cache
+    sampler.zero_grad(set_to_none=True)
     gc.collect()
     out = {"estimator": name, "K": K, "n": n, "device": str(device)}
     if device.type == "cuda":
@@ -372,72 +391,94 @@ def memory_child(name: str, K: int, n: int, device: torch.device) -> dict:
         out.update(method="cuda.max_memory_allocated", peak_extra_mib=(peak - before) / 2**20)
         out["upper_bound"] = False
         return out
-    hw_before = maxrss_kib()
-    base = rss_kib()
-    if base is None:
-        base = hw_before  # no /proc: only growth of the high-water mark is seen
+    reset = reset_peak_rss()
+    rss0, hwm0, maxrss0 = proc_status_kib("VmRSS"), proc_status_kib("VmHWM"), maxrss_kib()
     call(sampler, n)
-    hw_after = maxrss_kib()
+    hwm1, maxrss1 = proc_status_kib("VmHWM"), maxrss_kib()
     out.update(
-        method="ru_maxrss - rss before",
-        baseline_rss_kib=base,
-        maxrss_before_kib=hw_before,
-        maxrss_after_kib=hw_after,
-        peak_extra_mib=max(0, hw_after - base) / 1024,
-        upper_bound=hw_after <= hw_before,
+        rss_before_kib=rss0,
+        vmhwm_before_kib=hwm0,
+        vmhwm_after_kib=hwm1,
+        hwm_reset=reset,
+        ru_maxrss_before_kib=maxrss0,
+        ru_maxrss_after_kib=maxrss1,
+        # ru_maxrss also holds the parent's high-water mark, carried over fork + exec
+        ru_maxrss_extra_mib=None if rss0 is None else max(0, maxrss1 - rss0) / 1024,
+        ru_maxrss_upper_bound=maxrss1 <= maxrss0,
     )
+    if rss0 is not None and hwm1 is not None:
+        out.update(
+            method="VmHWM (reset before) - VmRSS before" if reset else "VmHWM - VmRSS before",
+            peak_extra_mib=max(0, hwm1 - rss0) / 1024,
+            upper_bound=not reset and hwm1 <= hwm0,
+        )
+    else:  # no /proc: growth of the process's high-water mark only
+        out.update(
+            method="ru_maxrss after - before",
+            peak_extra_mib=max(0, maxrss1 - maxrss0) / 1024,
+            upper_bound=False,
+        )
     return out
 
 
+# glibc: map every block above 64 KiB on its own and unmap it when freed, so that the
+# resident peak follows the live tensors; by default glibc raises this threshold after
+# the first large free and then serves big tensors from a heap that keeps freed memory,
+# and the resident peak measures the allocator's history more than the estimator.
+ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
+
+
+def memory_child_run(name: str, K: int, n: int, device: torch.device, env_extra: dict) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--_memory-child", name, str(K)]
+    cmd += ["--device", str(device), "--n", str(n)]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=1200, env={**os.environ, **env_extra}
+    )
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return {"estimator": name, "K": K, "error": " | ".join(tail)}
+    return json.loads(lines[-1])
+
+
 def run_memory(ks, n: int, device: torch.device) -> list[dict]:
+    """One fresh process per (estimator, K)."""
     rows = []
-    names = ["sampling", *cost_estimators()]
     for K in ks:
-        for name in names:
-            cmd = [
-                sys.executable,
-                str(Path(__file__).resolve()),
-                "--_memory-child",
-                name,
-                str(K),
-                "--device",
-                str(device),
-                "--n",
-                str(n),
-            ]
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
-            lines = proc.stdout.strip().splitlines()
-            if proc.returncode != 0 or not lines:
-                tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-                row = {"estimator": name, "K": K, "error": " | ".join(tail)}
-                print(f"  memory: K={K:5d} {name:20s} FAILED: {row['error']}", flush=True)
-            else:
-                row = json.loads(lines[-1])
-                print(f"  memory: K={K:5d} {name:20s} {row['peak_extra_mib']:9.2f} MiB", flush=True)
+        for name in ["sampling", *cost_estimators()]:
+            row = memory_child_run(name, K, n, device, ALLOCATOR_ENV)
             rows.append(row)
+            if "error" in row:
+                print(f"  memory: K={K:5d} {name:20s} FAILED: {row['error']}", flush=True)
+                continue
+            print(f"  memory: K={K:5d} {name:20s} {row['peak_extra_mib']:9.2f} MiB", flush=True)
     return rows
 
 
 def cost_summary(timing: list[dict], memory: list[dict]) -> dict:
-    mem = {(r["estimator"], r["K"]): r.get("peak_extra_mib") for r in memory}
     tim = {(r["estimator"], r["K"]): r["ratio"] for r in timing}
 
     def growth(name):
+        mem = {(r.get("estimator"), r.get("K")): r.get("peak_extra_mib") for r in memory}
         hi, lo = mem.get((name, 1000)), mem.get((name, 100))
         return hi / lo if hi is not None and lo else None
 
-    adj_growth = growth("adjoint")
-    adj_time = tim.get(("adjoint", 1000))
+    adj_growth, sqrt_growth = growth("adjoint"), growth("adjoint(sqrt)")
+    adj_time, sqrt_time = tim.get(("adjoint", 1000)), tim.get(("adjoint(sqrt)", 1000))
     return {
         "adjoint_peak_K1000_over_K100": adj_growth,
+        "adjoint(sqrt)_peak_K1000_over_K100": sqrt_growth,
+        "adjoint(sqrt)_peak_meets_target": None if sqrt_growth is None else sqrt_growth <= 1.5,
         "adjoint_peak_target": 1.5,
         "adjoint_peak_meets_target": None if adj_growth is None else adj_growth <= 1.5,
         "unrolled_peak_K1000_over_K100": growth("unrolled"),
         "unrolled+checkpoint_peak_K1000_over_K100": growth("unrolled+checkpoint"),
+        "score-function_peak_K1000_over_K100": growth("score-function"),
         "adjoint_time_over_sampling_K1000": adj_time,
         "adjoint_time_over_sampling_by_K": {
             r["K"]: r["ratio"] for r in timing if r["estimator"] == "adjoint"
         },
+        "adjoint(sqrt)_time_over_sampling_K1000": sqrt_time,
         "adjoint_time_target": 3.0,
         "adjoint_time_meets_target": None if adj_time is None else adj_time <= 3.0,
     }
@@ -491,33 +532,40 @@ def accuracy_table(rows: list[dict]) -> str:
     return md_table(headers, body)
 
 
+def peak_text(m: dict | None) -> str:
+    if m is None:
+        return "-"
+    if "error" in m:
+        return "failed"
+    return ("<= " if m["upper_bound"] else "") + fmt(m["peak_extra_mib"], ".2f")
+
+
 def cost_table(timing: list[dict], memory: list[dict]) -> str:
     mem = {(r["estimator"], r["K"]): r for r in memory}
     tim = {(r["estimator"], r["K"]): r for r in timing}
     order = ["sampling", *cost_estimators()]
     keys = sorted({*mem, *tim}, key=lambda k: (k[1], order.index(k[0])))
+    fixed = any("fixed_threshold" in r for r in memory)
     body = []
     for key in keys:
         t, m = tim.get(key), mem.get(key)
         if key[0] == "sampling":
             t = next((r for r in timing if r["K"] == key[1]), None)
             t = None if t is None else {"gradient_s": t["sampling_s"], "ratio": 1.0}
-        if m is None:
-            peak = "-"
-        elif "error" in m:
-            peak = "failed"
-        else:
-            peak = ("<= " if m["upper_bound"] else "") + fmt(m["peak_extra_mib"], ".2f")
-        body.append(
-            [
-                key[0] + (" (no grad)" if key[0] == "sampling" else ""),
-                str(key[1]),
-                "-" if t is None else fmt(t["gradient_s"], ".4f"),
-                "-" if t is None else fmt(t["ratio"], ".2f"),
-                peak,
-            ]
-        )
-    return md_table(["estimator", "K", "time s", "time / sampling", "peak extra MiB"], body)
+        row = [
+            key[0] + (" (no grad)" if key[0] == "sampling" else ""),
+            str(key[1]),
+            "-" if t is None else fmt(t["gradient_s"], ".4f"),
+            "-" if t is None else fmt(t["ratio"], ".2f"),
+            peak_text(m),
+        ]
+        if fixed:
+            row.append(peak_text(None if m is None else m.get("fixed_threshold")))
+        body.append(row)
+    headers = ["estimator", "K", "time s", "time / sampling", "peak extra MiB"]
+    if fixed:
+        headers.append("peak MiB, fixed mmap thr.")
+    return md_table(headers, body)
 
 
 def summary_text(s: dict) -> str:
@@ -529,10 +577,15 @@ def summary_text(s: dict) -> str:
             f"- adjoint peak memory K=1000 / K=100: {fmt(s['adjoint_peak_K1000_over_K100'], '.2f')}"
             f" (target <= 1.5: {verdict(s['adjoint_peak_meets_target'])}); unrolled: "
             f"{fmt(s['unrolled_peak_K1000_over_K100'], '.2f')}, unrolled+checkpoint: "
-            f"{fmt(s['unrolled+checkpoint_peak_K1000_over_K100'], '.2f')}",
+            f"{fmt(s['unrolled+checkpoint_peak_K1000_over_K100'], '.2f')}, score-function: "
+            f"{fmt(s['score-function_peak_K1000_over_K100'], '.2f')}",
+            f"- adjoint(states='sqrt') peak memory K=1000 / K=100: "
+            f"{fmt(s['adjoint(sqrt)_peak_K1000_over_K100'], '.2f')} "
+            f"(target <= 1.5: {verdict(s['adjoint(sqrt)_peak_meets_target'])})",
             f"- adjoint time / sampling time at K=1000: "
             f"{fmt(s['adjoint_time_over_sampling_K1000'], '.2f')} "
-            f"(target <= 3: {verdict(s['adjoint_time_meets_target'])})",
+            f"(target <= 3: {verdict(s['adjoint_time_meets_target'])}); adjoint(sqrt): "
+            f"{fmt(s['adjoint(sqrt)_time_over_sampling_K1000'], '.2f')}",
         ]
     )
 
@@ -591,16 +644,20 @@ def plot(path: Path, accuracy: list[dict] | None, timing, memory) -> None:
         ax = fig.add_subplot(gs[1, 0:3])
         floor = 1 / 1024  # 1 KiB: where a peak of 0 is drawn on the log axis
         for j, name in enumerate(["sampling", *cost_estimators()]):
-            pts = [
-                (r["K"], max(r["peak_extra_mib"], floor))
-                for r in memory
-                if r["estimator"] == name and "peak_extra_mib" in r
-            ]
-            if pts:
-                ks, ys = zip(*sorted(pts), strict=True)
-                style = "k--" if name == "sampling" else f"C{j}-"
-                label = "sampling (no grad)" if name == "sampling" else name
-                ax.plot(ks, ys, style, marker="o", label=label)
+            color = "k" if name == "sampling" else f"C{j - 1}"  # as in the time panel
+            for fixed in (False, True):
+                rows = [r for r in memory if r["estimator"] == name]
+                rows = [r.get("fixed_threshold", {}) for r in rows] if fixed else rows
+                pts = sorted(
+                    (r["K"], max(r["peak_extra_mib"], floor)) for r in rows if "peak_extra_mib" in r
+                )
+                if not pts:
+                    continue
+                ks, ys = zip(*pts, strict=True)
+                label = None if fixed else ("sampling (no grad)" if name == "sampling" else name)
+                ax.plot(ks, ys, ":" if fixed else "-", color=color, marker="o", label=label)
+        if any("fixed_threshold" in r for r in memory):
+            ax.plot([], [], "k:", label="dotted: fixed mmap threshold")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("K (steps)")
@@ -617,7 +674,7 @@ def plot(path: Path, accuracy: list[dict] | None, timing, memory) -> None:
                 ax.plot(ks, ys, f"C{j}-", marker="o", label=name)
         ax.axhline(3.0, color="gray", ls=":", label="adjoint target (3)")
         ax.set_xscale("log")
-        ax.set_yscale("log")
+        ax.set_ylim(bottom=0)
         ax.set_xlabel("K (steps)")
         ax.set_ylabel("gradient time / sampling time")
         ax.set_title("time of one gradient relative to one no-grad sampling pass")
