@@ -6,7 +6,7 @@ parameters' ``.grad``, so any torch optimiser, gradient accumulation or DDP work
 unchanged. Swapping an estimator is one argument.
 """
 
-from sampleopt.estimators.adjoint import AdjointEstimator
+from sampleopt.estimators.adjoint import AdjointEstimator, path_gradient
 from sampleopt.estimators.covariance import CovarianceEstimator
 from sampleopt.estimators.exact import exact_moments, exact_objective
 from sampleopt.estimators.score_function import Rollout, ScoreFunctionEstimator
@@ -33,4 +33,5 @@ __all__ = [
     "ZerothOrderEstimator",
     "exact_moments",
     "exact_objective",
+    "path_gradient",
 ]

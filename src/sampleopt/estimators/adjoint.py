@@ -103,13 +103,8 @@ class AdjointEstimator:
                 x = sampler.step(x, k, noise)
                 if block is not None:
                     block[k + 1] = x
-        with torch.enable_grad():
-            xk = x.detach().requires_grad_(True)
-            r = checked_rewards(objective, xk)
-            require_reward_gradient(self.name, r)
-            value = -r.mean()
-            (a,) = torch.autograd.grad(value, xk)
-        self.last_rewards = r.detach()
+        a, value, r = _terminal_adjoint(self.name, objective, x)
+        self.last_rewards = r
         grads = [torch.zeros_like(p) for p in params]
         kl = torch.zeros((), dtype=value.dtype, device=value.device)
         for c in reversed(starts):
@@ -121,11 +116,11 @@ class AdjointEstimator:
                 offset = 0
             for k in reversed(range(c, end)):
                 xs = (block[k - offset], block[k - offset + 1])
-                a, cost = self._step_vjp(sampler, reference, objective.lam, xs, k, a, params, grads)
+                a, cost = _step_vjp(sampler, reference, objective.lam, xs, k, a, params, grads)
                 kl = kl + cost
             if self.states == "sqrt":
                 block = None
-        return surrogate_from_grads(params, grads, value.detach() + objective.lam * kl)
+        return surrogate_from_grads(params, grads, value + objective.lam * kl)
 
     @staticmethod
     def _replay(sampler, start, end, x, state):
@@ -139,26 +134,69 @@ class AdjointEstimator:
                 block[k - start + 1] = sampler.step(block[k - start], k, noise)
         return block
 
-    @staticmethod
-    def _step_vjp(sampler, reference, lam, xs, k, a, params, grads):
-        """One backward step at the stored (x_k, x_{k+1}): accumulate J_theta^T a into
-        grads; return a_k = J_x^T a_{k+1} (+ the path-KL cost's gradient) and the cost."""
-        cost = 0.0
-        with torch.enable_grad():
-            xk = xs[0].detach().requires_grad_(True)
-            m = sampler.mean(xk, k)
-            total = (m * a).sum()
-            s = sampler.noise_scale(k)
-            if isinstance(s, torch.Tensor) and s.requires_grad and not is_deterministic(s):
-                xi = (xs[1] - m.detach()) / s.detach()  # the step's noise, recovered
-                total = total + s * (xi * a).sum()
-            if reference is not None:
-                s = stochastic_scale(sampler, k)
-                c = kl_step_cost(m, reference.mean(xk, k), s).mean()
-                cost = c.detach()
-                total = total + lam * c
-            out = torch.autograd.grad(total, [xk, *params], allow_unused=True)
-        for g, gk in zip(grads, out[1:], strict=True):
-            if gk is not None:
-                g.add_(gk)
-        return out[0], cost
+
+def _terminal_adjoint(name, objective, x):
+    """a_K = grad_x(-mean r(x_K)), the value -mean r and the rewards (checked)."""
+    with torch.enable_grad():
+        xk = x.detach().requires_grad_(True)
+        r = checked_rewards(objective, xk)
+        require_reward_gradient(name, r)
+        value = -r.mean()
+        (a,) = torch.autograd.grad(value, xk)
+    return a, value.detach(), r.detach()
+
+
+def _step_vjp(sampler, reference, lam, xs, k, a, params, grads):
+    """One backward step at the stored (x_k, x_{k+1}): accumulate J_theta^T a into
+    grads; return a_k = J_x^T a_{k+1} (+ the path-KL cost's gradient) and the cost."""
+    cost = 0.0
+    with torch.enable_grad():
+        xk = xs[0].detach().requires_grad_(True)
+        m = sampler.mean(xk, k)
+        total = (m * a).sum()
+        s = sampler.noise_scale(k)
+        if isinstance(s, torch.Tensor) and s.requires_grad and not is_deterministic(s):
+            xi = (xs[1] - m.detach()) / s.detach()  # the step's noise, recovered
+            total = total + s * (xi * a).sum()
+        if reference is not None:
+            s = stochastic_scale(sampler, k)
+            c = kl_step_cost(m, reference.mean(xk, k), s).mean()
+            cost = c.detach()
+            total = total + lam * c
+        out = torch.autograd.grad(total, [xk, *params], allow_unused=True)
+    for g, gk in zip(grads, out[1:], strict=True):
+        if gk is not None:
+            g.add_(gk)
+    return out[0], cost
+
+
+def path_gradient(
+    sampler: GaussianChain,
+    objective: Objective,
+    path: torch.Tensor,
+    *,
+    params=None,
+    reference: GaussianChain | None = None,
+) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """The adjoint gradient along a stored path ``path`` = x_0 .. x_K, shape
+    (K + 1, n, ...), with the sampler's *current* parameters: the vector-Jacobian
+    products of every step are taken at the stored states (methods.md 3.3 and 4,
+    finite time). Returns (gradients of ``params``, the objective's value on the path,
+    the rewards). Finite-time Implicit Diffusion uses it on paths sampled while theta
+    moved; on a path sampled at the current theta it is :class:`AdjointEstimator`'s
+    gradient."""
+    params = resolve_params("adjoint", sampler, params)
+    check_pathwise_call("adjoint", objective, None)
+    reference = path_kl_reference("adjoint", sampler, objective, reference)
+    K = sampler.num_steps
+    if path.shape[0] != K + 1:
+        raise UsageError(f"the path has {path.shape[0]} states; a {K}-step sampler needs {K + 1}")
+    a, value, r = _terminal_adjoint("adjoint", objective, path[-1])
+    grads = [torch.zeros_like(p) for p in params]
+    kl = torch.zeros((), dtype=value.dtype, device=value.device)
+    for k in reversed(range(K)):
+        a, cost = _step_vjp(
+            sampler, reference, objective.lam, (path[k], path[k + 1]), k, a, params, grads
+        )
+        kl = kl + cost
+    return grads, value + objective.lam * kl, r
