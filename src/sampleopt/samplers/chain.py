@@ -36,10 +36,19 @@ class GaussianChain(nn.Module):
         """Draw n starting points x_0 ~ p_0."""
         raise NotImplementedError
 
+    def mean_batched(self, xs: list[torch.Tensor], ks: list[int]) -> list[torch.Tensor]:
+        """m_theta(x_i, k_i) for batches at different steps (finite-time Implicit
+        Diffusion advances a queue of them at once). This default calls :meth:`mean`
+        per batch; samplers over a network override it with one batched call."""
+        return [self.mean(x, k) for x, k in zip(xs, ks, strict=True)]
+
     def step(self, x: torch.Tensor, k: int, noise: torch.Tensor) -> torch.Tensor:
         """One transition with the given standard normal ``noise`` (common random numbers)."""
+        return self.add_noise(self.mean(x, k), k, noise)
+
+    def add_noise(self, m: torch.Tensor, k: int, noise: torch.Tensor) -> torch.Tensor:
+        """m + s_k * noise: the second half of :meth:`step`."""
         s = self.noise_scale(k)
-        m = self.mean(x, k)
         if isinstance(s, torch.Tensor):  # a noise scale that carries a gradient
             return m + s * noise
         return m if s == 0 else torch.add(m, noise, alpha=s)

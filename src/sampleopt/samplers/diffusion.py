@@ -159,6 +159,31 @@ class DiffusionSampler(GaussianChain):
             return torch.add(x * c_x, eps, alpha=c_eps)
         return c_x * x + c_eps * eps
 
+    def mean_batched(self, xs, ks):
+        """The means of batches at different steps from one network call: the batches
+        are concatenated with per-row times and coefficients."""
+        if len(xs) <= 1:
+            return [self.mean(x, k) for x, k in zip(xs, ks, strict=True)]
+        x = torch.cat(xs)
+        sizes = [len(b) for b in xs]
+        shape = (-1,) + (1,) * (x.ndim - 1)
+
+        def rows(i):  # coefficient i of each batch's step, repeated over its rows
+            vals = [self._coef(k)[i] for k in ks]
+            col = torch.stack([torch.as_tensor(v, dtype=x.dtype, device=x.device) for v in vals])
+            return col.repeat_interleave(torch.tensor(sizes, device=x.device)).reshape(shape)
+
+        c_x, c_eps, a_t, s_t = rows(0), rows(1), rows(3), rows(4)
+        t = torch.tensor(
+            [self.timesteps[k] for k in ks], dtype=torch.long, device=x.device
+        ).repeat_interleave(torch.tensor(sizes, device=x.device))
+        if tuple(x.shape[1:]) != self.data_shape:
+            return [self.mean(b, k) for b, k in zip(xs, ks, strict=True)]  # shape error there
+        pred = self.denoiser(x, t)
+        kind = self.denoiser.prediction
+        eps = pred if kind == "eps" else to_eps(pred, kind, x, a_t, s_t)
+        return list((c_x * x + c_eps * eps).split(sizes))
+
     def noise_scale(self, k):
         return self._coef(k)[2]
 
@@ -253,6 +278,11 @@ class ProbabilityFlowSampler(DiffusionSampler):
         zero = torch.zeros_like(B)
         # Euler: m = x + B (x/2 - eps/(2 s_t)); extra entries for Heun's second stage
         return 1 + B / 2, -B / (2 * s_t), zero, ab_t.sqrt(), s_t, B, ab_s.sqrt(), (1 - ab_s).sqrt()
+
+    def mean_batched(self, xs, ks):
+        if self.method == "heun":  # two network calls per step: batch per step instead
+            return [self.mean(x, k) for x, k in zip(xs, ks, strict=True)]
+        return super().mean_batched(xs, ks)
 
     def mean(self, x, k):
         c_x, c_eps, _, a_t, s_t, B, a_s, s_s = self._coef(k)
