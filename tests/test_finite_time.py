@@ -130,7 +130,7 @@ def test_a_very_large_lam_keeps_the_model_at_the_base():
         )
         alg.run(40)
         moved[lam] = max(
-            float((p - q).abs().max())
+            float((p - q).detach().abs().max())
             for p, q in zip(sampler.parameters(), ref.parameters(), strict=True)
         )
         kl[lam] = path_kl(sampler, ref)

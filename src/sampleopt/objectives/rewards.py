@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from sampleopt.checks import check_per_sample
+from sampleopt.errors import UsageError
 
 Reward = Callable[[torch.Tensor], torch.Tensor]
 
@@ -65,3 +66,53 @@ class HexReward(nn.Module):
 
     def extra_repr(self):
         return f"smooth={self.smooth}"
+
+
+class Brightness(nn.Module):
+    """Mean pixel intensity in [0, 1] of images in [-1, 1]:
+    r(x) = mean(clamp((x + 1) / 2, 0, 1)) over all but the batch axis (Marion et al.
+    2025, 5.2: "digits grow thicker"). Pixels are clamped to the displayable range as
+    when the image is saved, so a sampler gains nothing by leaving [-1, 1] (without
+    the clamp fine-tuning finds that within ten steps); the gradient is that of the
+    pixels inside the range."""
+
+    def forward(self, x):
+        if x.ndim < 2:
+            raise UsageError(f"Brightness expects images (n, ...), got shape {tuple(x.shape)}")
+        return ((x.flatten(1) + 1) * 0.5).clamp(0.0, 1.0).mean(1)
+
+
+class DigitProbability(nn.Module):
+    """The probability the shipped MNIST classifier gives to ``digit``:
+    r(x) = softmax(classifier(x))[digit], or its log with ``log=True`` (a steeper
+    signal when the probability is small). Differentiable through the frozen
+    classifier (:func:`sampleopt.metrics.classifier.load_digit_classifier`); images
+    (n, 1, 28, 28) in [-1, 1]."""
+
+    def __init__(self, digit: int, *, log: bool = False, classifier: nn.Module | None = None):
+        super().__init__()
+        if isinstance(digit, bool) or not (isinstance(digit, int) and 0 <= digit <= 9):
+            raise UsageError(f"digit must be an integer in 0 .. 9, got {digit!r}")
+        if classifier is None:
+            from sampleopt.metrics.classifier import load_digit_classifier
+
+            classifier = load_digit_classifier()
+        self.classifier = classifier.eval().requires_grad_(False)
+        self.digit = digit
+        self.log = bool(log)
+
+    def train(self, mode: bool = True):  # the classifier stays in eval mode (no dropout)
+        super().train(mode)
+        self.classifier.eval()
+        return self
+
+    def forward(self, x):
+        if x.shape[1:] != (1, 28, 28):
+            raise UsageError(
+                f"DigitProbability expects MNIST images (n, 1, 28, 28), got {tuple(x.shape)}"
+            )
+        logp = torch.log_softmax(self.classifier(x), dim=1)[:, self.digit]
+        return logp if self.log else logp.exp()
+
+    def extra_repr(self):
+        return f"digit={self.digit}, log={self.log}"

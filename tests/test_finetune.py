@@ -1,0 +1,113 @@
+"""The fine-tuning loop: every method updates, resume is bit-identical, bad input is
+refused with nothing lost; the image rewards."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import sampleopt as so
+from sampleopt.errors import NonFiniteError, UsageError
+from sampleopt.objectives import Brightness, DigitProbability
+from sampleopt.training.finetune import METHODS, FineTuner
+from test_finite_time import neural, reward
+
+UNUSED = so.QuadraticPotential(torch.zeros(2), torch.eye(2))
+
+
+def tuner(method, sampler=None, lam=0.0, **kw):
+    sampler = sampler or neural()
+    ref = copy.deepcopy(sampler).requires_grad_(False)
+    obj = so.Objective(reward, lam=lam, reference=UNUSED if lam else None)
+    return FineTuner(
+        sampler, obj, method=method, batch_size=4, lr=1e-2, reference=ref if lam else None, **kw
+    )
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_updates_and_counts_its_network_evaluations(method):
+    ft = tuner(method, lam=0.3)
+    before = [p.detach().clone() for p in ft.params]
+    recs = [ft.step() for _ in range(2)]
+    assert [r["update"] for r in recs] == [1, 2]
+    assert any(not torch.equal(a, p) for a, p in zip(before, ft.params, strict=True))
+    K, n = ft.sampler.num_steps, ft.n
+    per_update = {"unrolled": 1, "truncated": 1}.get(method, 2) * K * n
+    if method == "implicit":  # the queue's fill-up steps count too
+        assert recs[-1]["network_evals"] == n * sum(range(1, K + 1)) + n * K + 2 * K * n
+    else:
+        assert recs[-1]["network_evals"] == 2 * per_update
+
+
+@pytest.mark.parametrize("method", ["implicit", "adjoint", "score-function"])
+def test_resume_from_state_tensors_is_bit_identical(method):
+    straight = tuner(method, lam=0.3)
+    for _ in range(5):
+        straight.step()
+    first = tuner(method, lam=0.3)
+    for _ in range(2):
+        first.step()
+    saved = {k: v.clone() for k, v in first.state_tensors().items()}
+    resumed = tuner(method, lam=0.3)  # a fresh process: same model and settings
+    resumed.load_state_tensors(saved)
+    for _ in range(3):
+        resumed.step()
+    for a, b in zip(straight.params, resumed.params, strict=True):
+        assert torch.equal(a, b)
+    assert straight.network_evals == resumed.network_evals
+
+
+def test_a_checkpoint_of_a_different_model_is_refused():
+    saved = tuner("adjoint").state_tensors()
+    torch.manual_seed(0)
+    other = so.ReverseSDESampler(
+        so.models.TimeMLP(2, 100, hidden=8, depth=2).double(),
+        so.diffusion.CosineSchedule(100).double(),
+        4,
+        data_shape=(2,),
+    )
+    with pytest.raises(UsageError, match="a checkpoint of a different model"):
+        tuner("adjoint", sampler=other).load_state_tensors(saved)
+
+
+@pytest.mark.parametrize("method", ["implicit", "adjoint"])
+def test_a_nan_reward_stops_before_any_update(method):
+    sampler = neural()
+    obj = so.Objective(lambda x: reward(x) * float("nan"))
+    ft = FineTuner(sampler, obj, method=method, batch_size=4)
+    before = [p.detach().clone() for p in ft.params]
+    with pytest.raises(NonFiniteError, match="the reward contains NaN"):
+        ft.step()
+    assert all(torch.equal(a, p) for a, p in zip(before, ft.params, strict=True))
+    assert ft.updates == 0
+
+
+def test_bad_settings():
+    obj = so.Objective(reward)
+    with pytest.raises(UsageError, match="unknown method 'ddpo'; choose one of implicit"):
+        FineTuner(neural(), obj, method="ddpo")
+    with pytest.raises(UsageError, match="batch_size must be an integer >= 1"):
+        FineTuner(neural(), obj, batch_size=0)
+    with pytest.raises(UsageError, match="accumulate applies to the nested methods"):
+        FineTuner(neural(), obj, method="implicit", accumulate=2)
+    with pytest.raises(UsageError, match="lam must be a finite number >= 0"):
+        so.Objective(reward, lam=-1.0)
+
+
+def test_image_rewards():
+    x = torch.full((3, 1, 28, 28), -1.0)
+    x[1] = 1.0
+    x[2] = 5.0  # outside the displayable range: clamped, no extra reward
+    torch.testing.assert_close(Brightness()(x), torch.tensor([0.0, 1.0, 1.0]))
+    images, labels = so.data.mnist("test")
+    for d in (0, 7):
+        r = DigitProbability(d)(images[:200])
+        assert r.shape == (200,) and bool(((r >= 0) & (r <= 1)).all())
+        # the classifier is right on real digits: high probability where the label is d
+        assert r[labels[:200] == d].mean() > 0.9 > r[labels[:200] != d].mean()
+    with pytest.raises(UsageError, match="digit must be an integer in 0 .. 9"):
+        DigitProbability(10)
+    with pytest.raises(UsageError, match=r"expects MNIST images \(n, 1, 28, 28\)"):
+        DigitProbability(3)(torch.zeros(2, 784))
