@@ -5,8 +5,11 @@ from __future__ import annotations
 from sampleopt.errors import UsageError
 from sampleopt.experiments.base import Experiment
 from sampleopt.experiments.langevin_hex import LANGEVIN_HEX
+from sampleopt.experiments.mnist_finetune import MNIST_BRIGHTNESS, MNIST_DIGIT
 
-EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (LANGEVIN_HEX,)}
+EXPERIMENTS: dict[str, Experiment] = {
+    e.name: e for e in (LANGEVIN_HEX, MNIST_BRIGHTNESS, MNIST_DIGIT)
+}
 
 
 def get_experiment(name: str) -> Experiment:
