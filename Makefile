@@ -29,3 +29,4 @@ bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/langevin_loop.py
 	$(BIN)/python benchmarks/diffusion_sampling.py
 	$(BIN)/python benchmarks/estimators.py
+	$(BIN)/python benchmarks/finetune_throughput.py

@@ -111,3 +111,36 @@ def test_image_rewards():
         DigitProbability(10)
     with pytest.raises(UsageError, match=r"expects MNIST images \(n, 1, 28, 28\)"):
         DigitProbability(3)(torch.zeros(2, 784))
+
+
+def test_lora_trains_only_the_adapters_from_the_base():
+    from sampleopt.training.lora import adaptable_modules, add_lora
+
+    sampler = neural()
+    base = copy.deepcopy(sampler)
+    names = adaptable_modules(sampler.denoiser)
+    add_lora(sampler.denoiser, [names[1], names[2]], rank=2)
+    x = torch.randn(5, 2, dtype=torch.float64)
+    torch.testing.assert_close(sampler.mean(x, 1), base.mean(x, 1))  # starts at the base
+    trainable = [n for n, p in sampler.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    frozen = {n: p.detach().clone() for n, p in sampler.named_parameters() if not p.requires_grad}
+    ft = FineTuner(sampler, so.Objective(reward), method="adjoint", batch_size=4, lr=1e-2)
+    for _ in range(3):
+        ft.step()
+    for n, p in sampler.named_parameters():
+        if n in frozen:
+            assert torch.equal(p, frozen[n]), n
+    assert not torch.allclose(sampler.mean(x, 1), base.mean(x, 1))
+
+
+def test_a_lora_target_that_does_not_exist_is_refused():
+    from sampleopt.training.lora import add_lora
+
+    sampler = neural()
+    before = [p.detach().clone() for p in sampler.parameters()]
+    with pytest.raises(UsageError, match="LoRA target 'attn' matches no Linear or Conv2d module"):
+        add_lora(sampler.denoiser, ["attn"], rank=2)
+    with pytest.raises(UsageError, match="LoRA rank must be an integer >= 1"):
+        add_lora(sampler.denoiser, ["net.0"], rank=0)
+    assert all(torch.equal(a, p) for a, p in zip(before, sampler.parameters(), strict=True))

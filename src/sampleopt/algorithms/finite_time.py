@@ -93,6 +93,7 @@ class QueuedImplicitDiffusion:
         self.network_rows = 0  # rows through the network: sampling steps + adjoint sweeps
         self.last_grads: list[torch.Tensor] | None = None
         self.last_finished: _Batch | None = None
+        self.reduce_grads = None  # set by FineTuner under torch.distributed
 
     def _push(self) -> None:
         device = self.params[0].device
@@ -141,6 +142,8 @@ class QueuedImplicitDiffusion:
         }
 
     def _apply(self, grads) -> None:
+        if self.reduce_grads is not None:  # several processes: average their gradients
+            grads = self.reduce_grads(grads)
         if self.optimizer is not None:
             for p, g in zip(self.params, grads, strict=True):
                 p.grad = g

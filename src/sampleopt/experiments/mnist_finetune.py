@@ -39,6 +39,7 @@ from sampleopt.rundir import RunDir, load_checkpoint
 from sampleopt.samplers import ReverseSDESampler
 from sampleopt.samplers.potentials import QuadraticPotential
 from sampleopt.training.finetune import METHODS, FineTuner
+from sampleopt.training.lora import add_lora
 
 COMPARED = ("implicit", "adjoint", "truncated", "score-function")
 
@@ -61,6 +62,12 @@ class MnistFinetuneConfig:
     compare: bool = field(default=False, metadata={"help": "equal-budget method comparison"})
     lam_sweep: tuple[float, ...] = field(
         default=(), metadata={"help": "extra lam values for the Pareto plot", "min": 0.0}
+    )
+    lora_rank: int = field(
+        default=0, metadata={"help": "LoRA rank (0: fine-tune every weight)", "min": 0}
+    )
+    lora_targets: tuple[str, ...] = field(
+        default=("c1", "c2"), metadata={"help": "modules LoRA adapts (names or name suffixes)"}
     )
     checkpoint_every: int = field(
         default=25, metadata={"help": "updates between checkpoints of the main run", "min": 1}
@@ -92,6 +99,8 @@ class _Runner:
     def tuner(self, method: str, lam: float, seed_offset: int = 0) -> FineTuner:
         sampler = self.sampler()
         ref = copy.deepcopy(sampler).requires_grad_(False)
+        if self.cfg.lora_rank > 0:  # adapters start at zero: the model starts at the base
+            add_lora(sampler.denoiser, self.cfg.lora_targets, self.cfg.lora_rank)
         unused = QuadraticPotential(torch.zeros(1), torch.eye(1))  # Objective wants one
         obj = Objective(self.reward, lam=lam, reference=unused if lam > 0 else None)
         return FineTuner(

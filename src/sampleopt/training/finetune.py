@@ -10,12 +10,23 @@ the sampler's parameters with Adam, one theta update per :meth:`FineTuner.step`:
   ``"score-function"`` (REINFORCE with the leave-one-out baseline; ``ppo_clip`` for
   DDPO's surrogate): the nested loop, a fresh K-step sampling run per update.
 
-``accumulate`` batches are averaged per update (nested methods). Every update reports
+``accumulate`` batches are averaged per update (nested methods).
+
+**Several processes.** Under ``accelerate launch`` (or any initialised
+``torch.distributed`` process group: gloo on CPU, NCCL on GPU) each process computes
+the gradient of its own batches and the gradients are averaged with an all-reduce
+before Adam's step, exactly what DistributedDataParallel does (the estimators take
+explicit vector-Jacobian products, which DDP's backward hooks would not see). Micro-
+batch m of update u draws its noise from a generator seeded by (seed, u, m), and
+process r takes micro-batches r * accumulate .. (r + 1) * accumulate - 1, so P
+processes with ``accumulate=a`` compute the same update as one process with
+``accumulate=P * a`` (tested). The queue of ``method="implicit"`` is per process
+(its batches seeded by rank). Every update reports
 the mean reward of its batch and the forward network evaluations spent so far
 (``network_evals``: rows through the denoiser, sampling and recomputation alike), the
 budget the methods are compared at. :meth:`state_tensors` / :meth:`load_state_tensors`
 hold everything a bit-identical resume needs (parameters, Adam's moments, the random
-generator, the queue).
+the queue).
 """
 
 from __future__ import annotations
@@ -94,7 +105,11 @@ class FineTuner:
                     reference=reference, clip=ppo_clip
                 ),
             }[method]()
-        self.generator = torch.Generator(device=self.params[0].device).manual_seed(self.seed)
+        self.rank, self.world = _process_group()
+        if self.queue is not None:
+            self.queue.seed = self.seed * 7919 + self.rank
+            if self.world > 1:
+                self.queue.reduce_grads = self._all_reduced
 
     def step(self) -> dict:
         """One theta update; returns its record (update, reward_mean, value,
@@ -110,12 +125,12 @@ class FineTuner:
         else:
             self.optimizer.zero_grad(set_to_none=True)
             rewards, value = [], 0.0
-            for _ in range(self.accumulate):
+            for a in range(self.accumulate):
                 loss = self.estimator.loss(
                     self.sampler,
                     self.objective,
                     n=self.n,
-                    generator=self.generator,
+                    generator=self._micro_generator(self.rank * self.accumulate + a),
                     params=self.params,
                 )
                 (loss / self.accumulate).backward()
@@ -125,6 +140,7 @@ class FineTuner:
             for p in self.params:
                 if p.grad is not None:
                     check_finite(p.grad, "the gradient")
+            self._all_reduce()
             self.optimizer.step()
             reward = float(torch.stack(rewards).mean())
         self.updates += 1
@@ -135,6 +151,32 @@ class FineTuner:
             "network_evals": self.network_evals,
         }
 
+    def _micro_generator(self, m: int) -> torch.Generator:
+        """The generator of micro-batch m of the coming update (see the module docstring)."""
+        seed = (self.seed * 1_000_003 + self.updates) * 65_537 + m
+        return torch.Generator(device=self.params[0].device).manual_seed(seed % 2**62)
+
+    def _all_reduced(self, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+        import torch.distributed as dist
+
+        out = []
+        for g in grads:
+            g = g.clone()
+            dist.all_reduce(g)
+            out.append(g.div_(self.world))
+        return out
+
+    def _all_reduce(self) -> None:
+        if self.world == 1:
+            return
+        import torch.distributed as dist
+
+        for p in self.params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad)
+            p.grad.div_(self.world)
+
     # -- state for checkpoints -----------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Everything a resume needs, as a flat dict of tensors (safetensors)."""
@@ -143,7 +185,6 @@ class FineTuner:
             st = self.optimizer.state.get(p, {})
             for key, v in st.items():
                 out[f"adam.{i}.{key}"] = torch.as_tensor(v).clone()
-        out["generator"] = self.generator.get_state()
         out["counters"] = torch.tensor([self.updates, self.network_evals], dtype=torch.long)
         if self.queue is not None:
             q = self.queue
@@ -177,7 +218,6 @@ class FineTuner:
             st = {k.split(".", 2)[2]: v.clone() for k, v in t.items() if k.startswith(f"adam.{i}.")}
             if st:
                 self.optimizer.state[p] = st
-        self.generator.set_state(t["generator"])
         self.updates, self.network_evals = (int(v) for v in t["counters"])
         if self.queue is not None:
             q = self.queue
@@ -192,3 +232,12 @@ class FineTuner:
                 gen.set_state(t[f"queue.{i}.generator"])
                 q.queue.append(_Batch(index, t[f"queue.{i}.path"].clone(), j, gen))
                 i += 1
+
+
+def _process_group() -> tuple[int, int]:
+    """(rank, world size) of the initialised torch.distributed group, else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
