@@ -144,3 +144,43 @@ def test_a_lora_target_that_does_not_exist_is_refused():
     with pytest.raises(UsageError, match="LoRA rank must be an integer >= 1"):
         add_lora(sampler.denoiser, ["net.0"], rank=0)
     assert all(torch.equal(a, p) for a, p in zip(before, sampler.parameters(), strict=True))
+
+
+MNIST_ARGS = [
+    "--set", "steps=2", "--set", "updates=6", "--set", "checkpoint_every=2",
+    "--set", "batch_size=2", "--set", "eval_n=4", "--set", "lam=0.5", "--no-progress",
+]  # fmt: skip
+
+
+def test_an_interrupted_mnist_run_resumes_bit_identical(tmp_path, monkeypatch, capsys):
+    from sampleopt.cli import main
+    from sampleopt.rundir import load_checkpoint
+
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert main(["run", "mnist-brightness", "--out", str(full), *MNIST_ARGS]) == 0
+    calls = {"n": 0}
+    original = Brightness.forward
+
+    def interrupt(self, x):
+        calls["n"] += 1
+        if calls["n"] == 6:  # base evaluation, then during the main run's 5th update
+            raise KeyboardInterrupt
+        return original(self, x)
+
+    monkeypatch.setattr(Brightness, "forward", interrupt)
+    assert main(["run", "mnist-brightness", "--out", str(cut), *MNIST_ARGS]) == 130
+    assert "sampleopt resume" in capsys.readouterr().err
+    assert load_checkpoint(cut)[1]["update"] == 4
+    monkeypatch.setattr(Brightness, "forward", original)
+    assert main(["resume", str(cut), "--no-progress"]) == 0
+    a, b = load_checkpoint(full)[0], load_checkpoint(cut)[0]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    import json
+
+    sa = json.loads((full / "summary.json").read_text())
+    sb = json.loads((cut / "summary.json").read_text())
+    assert sa["tuned"] == sb["tuned"]
+    updates = [json.loads(r)["update"] for r in (cut / "metrics.jsonl").read_text().splitlines()]
+    assert updates == [1, 2, 3, 4, 5, 6]

@@ -1,7 +1,7 @@
 """Typed experiment configs: dataclasses overridable with ``key=value`` strings.
 
 Each field may carry ``metadata={"help": ..., "choices": (...)}``. Overrides are
-parsed by the field's type (bool, int, float, str, tuple of floats) and every
+parsed by the field's type (bool, int, float, str, tuple of floats or of names) and every
 failure names the key, what it expects and what it got.
 """
 
@@ -52,6 +52,8 @@ def _parse(key: str, typ: Any, text: str) -> Any:
         if text.strip() in ("", "()", "[]"):
             return ()
         items = text.strip().strip("()[]").split(",")
+        if typing.get_args(typ)[:1] == (str,):  # tuple[str, ...]: names
+            return tuple(v.strip().strip("'\"") for v in items if v.strip())
         try:
             values = tuple(float(v) for v in items if v.strip())
         except ValueError:

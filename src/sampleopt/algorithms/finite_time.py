@@ -99,7 +99,7 @@ class QueuedImplicitDiffusion:
         device = self.params[0].device
         gen = batch_generator(self.seed, self.batches_started, device)
         x0 = self.sampler.sample_x0(self.n, gen)
-        path = x0.new_empty((self.sampler.num_steps + 1, *x0.shape))
+        path = x0.new_zeros((self.sampler.num_steps + 1, *x0.shape))  # zeros: reproducible
         path[0] = x0
         self.queue.append(_Batch(self.batches_started, path, 0, gen))
         self.batches_started += 1
