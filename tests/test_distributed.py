@@ -73,3 +73,36 @@ def test_two_gloo_processes_equal_one_process_at_the_same_global_batch(
             torch.testing.assert_close(g, p.grad, rtol=1e-10, atol=1e-12)
         for a, p in zip(got["params"], one.params, strict=True):
             torch.testing.assert_close(a, p.detach(), rtol=1e-10, atol=1e-12)
+
+
+SCRIPT = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+from accelerate import PartialState
+PartialState()  # what `accelerate launch` sets up: the process group
+from test_distributed import _tuner
+ft = _tuner("adjoint", 1)
+for _ in range(2):
+    ft.step()
+torch.save([p.grad for p in ft.params], {out!r} + "." + str(ft.rank))
+"""
+
+
+def test_under_accelerate_launch_two_processes_equal_one(tmp_path):
+    import subprocess
+    import sys
+
+    script, out = tmp_path / "job.py", str(tmp_path / "grads")
+    script.write_text(SCRIPT.format(tests=TESTS, out=out))
+    launcher = Path(sys.executable).with_name("accelerate")
+    cmd = [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    cmd += ["--mixed_precision", "no", "--dynamo_backend", "no", str(script)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    one = _tuner("adjoint", accumulate=2)
+    for _ in range(2):
+        one.step()
+    for rank in range(2):
+        for g, p in zip(torch.load(f"{out}.{rank}"), one.params, strict=True):
+            torch.testing.assert_close(g, p.grad, rtol=1e-10, atol=1e-12)

@@ -106,6 +106,12 @@ class FineTuner:
                 ),
             }[method]()
         self.rank, self.world = _process_group()
+        self._group = None
+        if self.world > 1:  # a group whose backend can reduce tensors on this device
+            import torch.distributed as dist
+
+            cpu = self.params[0].device.type == "cpu"
+            self._group = dist.new_group(backend="gloo" if cpu else None)
         if self.queue is not None:
             self.queue.seed = self.seed * 7919 + self.rank
             if self.world > 1:
@@ -162,7 +168,7 @@ class FineTuner:
         out = []
         for g in grads:
             g = g.clone()
-            dist.all_reduce(g)
+            dist.all_reduce(g, group=self._group)
             out.append(g.div_(self.world))
         return out
 
@@ -174,7 +180,7 @@ class FineTuner:
         for p in self.params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-            dist.all_reduce(p.grad)
+            dist.all_reduce(p.grad, group=self._group)
             p.grad.div_(self.world)
 
     # -- state for checkpoints -----------------------------------------------------
