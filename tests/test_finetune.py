@@ -184,3 +184,18 @@ def test_an_interrupted_mnist_run_resumes_bit_identical(tmp_path, monkeypatch, c
     assert sa["tuned"] == sb["tuned"]
     updates = [json.loads(r)["update"] for r in (cut / "metrics.jsonl").read_text().splitlines()]
     assert updates == [1, 2, 3, 4, 5, 6]
+
+
+def test_finetune_command(tmp_path, capsys):
+    from sampleopt.cli import main
+
+    out = tmp_path / "ft"
+    assert main(["finetune", "brightness", "--out", str(out), *MNIST_ARGS]) == 0
+    assert (out / "report.md").is_file() and (out / "samples_tuned.png").is_file()
+    assert main(["finetune", "redness", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown reward 'redness'; choose brightness or digit" in capsys.readouterr().err
+    assert main(["finetune", "digit", "--set", "lam=-1", "--out", str(tmp_path / "y")]) == 2
+    assert "config key 'lam' must be >= 0" in capsys.readouterr().err
+    assert main(["finetune", "digit", "--set", "lora_targets=attn", "--set", "lora_rank=2",
+                 "--out", str(tmp_path / "z"), *MNIST_ARGS]) == 2  # fmt: skip
+    assert "LoRA target 'attn' matches no Linear or Conv2d module" in capsys.readouterr().err

@@ -82,6 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_arguments(
         train, "training preset (see `sampleopt list`)", "runs/train-NAME-seedN-TIME"
     )
+    finetune = sub.add_parser(
+        "finetune",
+        help="fine-tune the shipped MNIST diffusion model for a reward",
+        description="Fine-tune the shipped MNIST model for REWARD (brightness or digit) with "
+        "a path KL to the base: the experiment mnist-REWARD (config keys: `sampleopt run "
+        "--help`; method=implicit|adjoint|unrolled|truncated|score-function, lam, lr, "
+        "updates, lora_rank, ...). Runs under `accelerate launch` unchanged.",
+    )
+    _add_run_arguments(finetune, "reward: brightness or digit", "runs/mnist-REWARD-seedN-TIME")
     export = sub.add_parser(
         "export",
         help="ship a finished training run's EMA weights as a named base model",
@@ -256,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_export(args)
         if args.command == "evaluate":
             return cmd_evaluate(args)
+        if args.command == "finetune":
+            if args.name not in ("brightness", "digit"):
+                raise UsageError(f"unknown reward {args.name!r}; choose brightness or digit")
+            args.name = f"mnist-{args.name}"
         return cmd_run(args)
     except UsageError as exc:
         print(f"sampleopt: error: {exc}", file=sys.stderr)
