@@ -315,3 +315,17 @@ def test_clipped_ratios_stop_the_gradient():
     g_far = flat([p.grad for p in sampler.parameters()])
     assert g.norm() > 0
     assert g_far.norm() < 0.05 * g.norm(), (g.norm(), g_far.norm())
+
+
+def test_the_path_kl_estimate_matches_the_oracle():
+    from sampleopt.estimators import estimate_path_kl
+
+    sampler = AffineChain.random(DIM, 5, seed=3)
+    ref = copy.deepcopy(sampler)
+    with torch.no_grad():  # other weights: the cost depends on the state
+        ref.weight.mul_(0.7)
+        ref.bias.add_(0.3)
+    exact = float(exact_objective(sampler, DIM, lam=1.0, reference=ref).detach())
+    mean, se = estimate_path_kl(sampler, ref, 4000, torch.Generator().manual_seed(0))
+    assert se > 0 and abs(mean - exact) <= Z * se, (mean, exact, se)
+    assert estimate_path_kl(sampler, sampler, 10)[0] == 0.0

@@ -7,6 +7,7 @@ unchanged. Swapping an estimator is one argument.
 """
 
 from sampleopt.estimators.adjoint import AdjointEstimator, path_gradient
+from sampleopt.estimators.common import estimate_path_kl
 from sampleopt.estimators.covariance import CovarianceEstimator
 from sampleopt.estimators.exact import exact_moments, exact_objective
 from sampleopt.estimators.score_function import Rollout, ScoreFunctionEstimator
@@ -32,6 +33,7 @@ __all__ = [
     "UnrolledEstimator",
     "ZerothOrderEstimator",
     "exact_moments",
+    "estimate_path_kl",
     "exact_objective",
     "path_gradient",
 ]

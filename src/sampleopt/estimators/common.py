@@ -131,3 +131,25 @@ def surrogate_from_grads(
         check_finite(g, "the gradient estimate")
     surrogate = sum((p * g).sum() for p, g in zip(params, grads, strict=True))
     return surrogate - surrogate.detach() + value.detach()
+
+
+@torch.no_grad()
+def estimate_path_kl(
+    sampler, reference, n: int, generator: torch.Generator | None = None
+) -> tuple[float, float]:
+    """Monte-Carlo path KL(P_sampler || P_reference) (methods.md 1) from n paths of the
+    sampler: the mean over paths of sum_k |m(x_k) - m_ref(x_k)|^2 / (2 s_k^2), and its
+    standard error. Both chains must have the same steps and noise scales."""
+    if reference.num_steps != sampler.num_steps:
+        raise UsageError(
+            f"the reference chain has {reference.num_steps} steps, the sampler {sampler.num_steps}"
+        )
+    x = sampler.sample_x0(n, generator)
+    total = x.new_zeros(x.shape[0])
+    for k in range(sampler.num_steps):
+        s = stochastic_scale(sampler, k)
+        m = sampler.mean(x, k)
+        total += kl_step_cost(m, reference.mean(x, k), s)
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        x = sampler.add_noise(m, k, noise)
+    return float(total.mean()), float(total.std() / total.numel() ** 0.5)

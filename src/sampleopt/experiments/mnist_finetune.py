@@ -55,9 +55,9 @@ class MnistFinetuneConfig:
     method: str = field(default="implicit", metadata={"help": "main method", "choices": METHODS})
     steps: int = field(default=20, metadata={"help": "K: sampling steps", "min": 1})
     batch_size: int = field(default=8, metadata={"help": "samples per update", "min": 2})
-    updates: int = field(default=150, metadata={"help": "theta updates of the main run", "min": 1})
-    lr: float = field(default=3e-5, metadata={"help": "Adam learning rate", "min": 0.0})
-    lam: float = field(default=0.3, metadata={"help": "path-KL weight", "min": 0.0})
+    updates: int = field(default=100, metadata={"help": "theta updates of the main run", "min": 1})
+    lr: float = field(default=5e-5, metadata={"help": "Adam learning rate", "min": 0.0})
+    lam: float = field(default=0.05, metadata={"help": "path-KL weight", "min": 0.0})
     eval_n: int = field(default=256, metadata={"help": "samples per evaluation", "min": 2})
     compare: bool = field(default=False, metadata={"help": "equal-budget method comparison"})
     lam_sweep: tuple[float, ...] = field(
@@ -68,6 +68,9 @@ class MnistFinetuneConfig:
     )
     lora_targets: tuple[str, ...] = field(
         default=("c1", "c2"), metadata={"help": "modules LoRA adapts (names or name suffixes)"}
+    )
+    eval_every: int = field(
+        default=50, metadata={"help": "updates between evaluations of the main run (0: none)"}
     )
     checkpoint_every: int = field(
         default=25, metadata={"help": "updates between checkpoints of the main run", "min": 1}
@@ -89,6 +92,8 @@ class _Runner:
         self.train_images = mnist("train")[0]
         self.summary: dict = {"experiment": name, "status": "running", "seed": cfg.seed}
         self.resume = resume
+        self.base_sampler = self.sampler().requires_grad_(False)  # the frozen base
+        self.writer = None
 
     def sampler(self) -> ReverseSDESampler:
         b = self.base
@@ -115,6 +120,9 @@ class _Runner:
 
     @torch.no_grad()
     def evaluate(self, sampler) -> tuple[dict, torch.Tensor]:
+        """Mean reward, classifier FID and the path KL to the base model, on eval_n
+        samples drawn with the same seed every time."""
+        from sampleopt.estimators import estimate_path_kl
         from sampleopt.metrics.classifier import classifier_fid
 
         gen = torch.Generator().manual_seed(10_000 + self.cfg.seed)
@@ -126,7 +134,10 @@ class _Runner:
         )
         r = self.reward(x)
         ref = self.train_images[: max(self.cfg.eval_n, 1000)]
+        kl, kl_se = estimate_path_kl(sampler, self.base_sampler, self.cfg.eval_n, gen)
         return {
+            "path_kl": kl,
+            "path_kl_se": kl_se,
             "reward_mean": float(r.mean()),
             "reward_se": float(r.std() / len(r) ** 0.5),
             "classifier_fid": classifier_fid(x, ref),
@@ -148,6 +159,20 @@ class _Runner:
             rec.update(run=run, seconds=time.perf_counter() - t0)
             rows.append(rec)
             self.rd.log_metrics([rec])
+            if self.writer is not None:
+                for key in ("reward_mean", "value"):
+                    self.writer.add_scalar(f"{run}/{key}", rec[key], tuner.updates)
+            if run == "main" and self.cfg.eval_every and tuner.updates % self.cfg.eval_every == 0:
+                ev, x = self.evaluate(tuner.sampler)
+                self.rd.log_metrics([{"run": "eval", "update": tuner.updates, **ev}])
+                image_grid(
+                    self.rd.file(f"samples_update{tuner.updates}.png"),
+                    x[:64],
+                    title=f"after {tuner.updates} updates",
+                )
+                if self.writer is not None:
+                    for key in ("reward_mean", "classifier_fid", "path_kl"):
+                        self.writer.add_scalar(f"eval/{key}", ev[key], tuner.updates)
             bar.update(1 if updates is not None else tuner.network_evals - before)
             if ckpt and tuner.updates % self.cfg.checkpoint_every == 0:
                 meta = {
@@ -161,6 +186,9 @@ class _Runner:
 
     def run(self) -> dict:
         cfg = self.cfg
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(self.rd.file("tensorboard")))
         try:
             base_eval, x0 = self.evaluate(self.sampler())
             self.summary["base"] = base_eval
@@ -172,7 +200,7 @@ class _Runner:
                     raise UsageError(f"checkpoint in {self.rd.path} is not from {self.name}")
                 main.load_state_tensors(tensors)
                 self.rd.keep_metrics(
-                    lambda r: r.get("run") == "main" and r["update"] <= main.updates
+                    lambda r: r.get("run") in ("main", "eval") and r["update"] <= main.updates
                 )
             rows = self.train("main", main, updates=cfg.updates, ckpt=True)
             tuned_eval, x1 = self.evaluate(main.sampler)
@@ -227,6 +255,7 @@ class _Runner:
             self.summary["error"] = str(exc) or type(exc).__name__
             raise
         finally:
+            self.writer.close()
             self.rd.write_json("summary.json", self.summary)
         self.rd.file("report.md").write_text(report(self.summary, cfg, self.name))
         return self.summary
@@ -242,11 +271,11 @@ def report(s: dict, cfg: MnistFinetuneConfig, name: str) -> str:
         f"lr {cfg.lr}, seed {cfg.seed}. Evaluation: {b['eval_n']} samples; classifier FID "
         f"against {b['fid_reference_n']} training images.",
         "",
-        "| model | mean reward | classifier FID |",
-        "|---|---|---|",
-        f"| base | {b['reward_mean']:.4f} ± {b['reward_se']:.4f} | {b['classifier_fid']:.1f} |",
+        "| model | mean reward | classifier FID | path KL to the base |",
+        "|---|---|---|---|",
+        f"| base | {b['reward_mean']:.4f} ± {b['reward_se']:.4f} | {b['classifier_fid']:.1f} | 0 |",
         f"| fine-tuned | {t['reward_mean']:.4f} ± {t['reward_se']:.4f} | "
-        f"{t['classifier_fid']:.1f} |",
+        f"{t['classifier_fid']:.1f} | {t['path_kl']:.2f} ± {t['path_kl_se']:.2f} |",
         "",
         f"Reward change: {100 * (t['reward_mean'] / b['reward_mean'] - 1):+.1f}%; FID ratio "
         f"{t['classifier_fid'] / b['classifier_fid']:.2f}.",
@@ -256,13 +285,13 @@ def report(s: dict, cfg: MnistFinetuneConfig, name: str) -> str:
         lines += [
             f"## Equal budget ({s['network_evals']} network evaluations)",
             "",
-            "| method | updates | mean reward | classifier FID |",
-            "|---|---|---|---|",
+            "| method | updates | mean reward | classifier FID | path KL |",
+            "|---|---|---|---|---|",
         ]
         for m, e in s["compare"].items():
             lines.append(
                 f"| {m} | {e['updates']} | {e['reward_mean']:.4f} ± {e['reward_se']:.4f} | "
-                f"{e['classifier_fid']:.1f} |"
+                f"{e['classifier_fid']:.1f} | {e['path_kl']:.2f} |"
             )
         lines.append("")
     lines += ["![base](samples_base.png) ![tuned](samples_tuned.png)", ""]
