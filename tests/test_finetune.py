@@ -199,3 +199,12 @@ def test_finetune_command(tmp_path, capsys):
     assert main(["finetune", "digit", "--set", "lora_targets=attn", "--set", "lora_rank=2",
                  "--out", str(tmp_path / "z"), *MNIST_ARGS]) == 2  # fmt: skip
     assert "LoRA target 'attn' matches no Linear or Conv2d module" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["implicit", "adjoint", "score-function"])
+def test_a_reward_of_the_wrong_shape_stops_before_any_update(method):
+    ft = FineTuner(neural(), so.Objective(lambda x: x), method=method, batch_size=4)
+    before = [p.detach().clone() for p in ft.params]
+    with pytest.raises(UsageError, match=r"the reward must return shape \(4,\)"):
+        ft.step()
+    assert all(torch.equal(a, p) for a, p in zip(before, ft.params, strict=True))
