@@ -106,3 +106,33 @@ def test_under_accelerate_launch_two_processes_equal_one(tmp_path):
     for rank in range(2):
         for g, p in zip(torch.load(f"{out}.{rank}"), one.params, strict=True):
             torch.testing.assert_close(g, p.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_an_experiment_under_accelerate_launch_equals_one_process(tmp_path):
+    """`accelerate launch -m sampleopt.cli run mnist-brightness` with 2 processes (rank 0
+    writes the run folder) ends with the parameters of 1 process at accumulate=2."""
+    import subprocess
+    import sys
+
+    from sampleopt.cli import main
+    from sampleopt.rundir import load_checkpoint
+
+    args = ["run", "mnist-brightness", "--no-progress"]
+    for kv in ("method=adjoint", "steps=2", "updates=3", "batch_size=2", "eval_n=4",
+               "eval_every=0", "checkpoint_every=3"):  # fmt: skip
+        args += ["--set", kv]
+    launcher = Path(sys.executable).with_name("accelerate")
+    cmd = [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    cmd += ["--mixed_precision", "no", "--dynamo_backend", "no", "-m", "sampleopt.cli"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    two, one = tmp_path / "two", tmp_path / "one"
+    proc = subprocess.run(
+        cmd + args + ["--out", str(two)], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("report:") == 1  # one run folder, written by rank 0
+    assert main(args + ["--set", "accumulate=2", "--out", str(one)]) == 0
+    a, b = load_checkpoint(two)[0], load_checkpoint(one)[0]
+    for k in a:
+        if k.startswith("param."):
+            torch.testing.assert_close(a[k], b[k], rtol=1e-6, atol=1e-7)

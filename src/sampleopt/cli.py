@@ -198,10 +198,27 @@ def _finish_training(trainer, rd, no_progress: bool) -> int:
     return 0
 
 
+def _launched_rank() -> int:
+    """This process's rank when started by `accelerate launch` / torchrun with several
+    processes (the process group is set up here), else 0. Every process runs the whole
+    experiment with the same seeds; the fine-tuner averages their gradients; rank 0
+    writes the run folder."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0
+    import torch.distributed as dist
+    from accelerate import PartialState
+
+    PartialState()  # sets up the process group (gloo on CPU, NCCL on GPU)
+    return dist.get_rank() if dist.is_initialized() else int(os.environ.get("RANK", "0"))
+
+
 def cmd_run(args) -> int:
     from sampleopt.rundir import RunDir, default_run_path
 
     resume = args.command == "resume"
+    rank = 0
     if resume:
         rd = RunDir(args.folder, resume=True)
         saved = rd.read_json("config.json")
@@ -223,14 +240,28 @@ def cmd_run(args) -> int:
         cfg = apply_overrides(exp.config_cls(), overrides)
         seed = dataclasses.asdict(cfg).get("seed", 0)
         path = Path(args.out) if args.out else default_run_path("runs", exp.name, seed)
+        rank = _launched_rank()
+        if rank > 0:  # another process of `accelerate launch`: it writes to a scratch folder
+            import tempfile
+
+            path = Path(tempfile.mkdtemp(prefix=f"sampleopt-rank{rank}-"))
+            args.no_progress = True
         rd = RunDir(path)
+    scratch = not resume and rank > 0
     try:
         if not resume:
             rd.write_json("config.json", {"experiment": exp.name, "config": to_dict(cfg)})
-        print(f"run folder: {rd.path}", flush=True)
+        if not scratch:
+            print(f"run folder: {rd.path}", flush=True)
         summary = exp.run(cfg, rd, not args.no_progress, resume)
     finally:
         rd.close()
+        if scratch:
+            import shutil
+
+            shutil.rmtree(rd.path, ignore_errors=True)
+    if scratch:
+        return 0
     for key in ("reward_mean", "mixture_weights"):
         if key in summary:
             print(f"{key}: {summary[key]}")

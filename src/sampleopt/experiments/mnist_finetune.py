@@ -54,7 +54,10 @@ class MnistFinetuneConfig:
     digit: int = field(default=3, metadata={"help": "the digit of reward=digit", "min": 0})
     method: str = field(default="implicit", metadata={"help": "main method", "choices": METHODS})
     steps: int = field(default=20, metadata={"help": "K: sampling steps", "min": 1})
-    batch_size: int = field(default=8, metadata={"help": "samples per update", "min": 2})
+    batch_size: int = field(default=8, metadata={"help": "samples per batch", "min": 2})
+    accumulate: int = field(
+        default=1, metadata={"help": "batches per update and process (nested methods)", "min": 1}
+    )
     updates: int = field(default=100, metadata={"help": "theta updates of the main run", "min": 1})
     lr: float = field(default=5e-5, metadata={"help": "Adam learning rate", "min": 0.0})
     lam: float = field(default=0.05, metadata={"help": "path-KL weight", "min": 0.0})
@@ -113,6 +116,7 @@ class _Runner:
             obj,
             method=method,
             batch_size=self.cfg.batch_size,
+            accumulate=self.cfg.accumulate if method != "implicit" else 1,
             lr=self.cfg.lr,
             reference=ref if lam > 0 else None,
             seed=self.cfg.seed * 100 + seed_offset,
