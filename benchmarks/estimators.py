@@ -128,10 +128,7 @@ def gaussian_data_chain(cls, mu, steps: int = 10):
     """The exact sampler of N(mu, Sigma) data: a linear-Gaussian chain in (mu, log scale)."""
     sched = CosineSchedule(200).double()
     cov = torch.tensor([[1.0, 0.4], [0.4, 0.6]], dtype=F64)
-    den = ExactGaussianDenoiser(torch.zeros(2), torch.eye(2), sched).double()
-    den.mean.data = torch.as_tensor(mu, dtype=F64)
-    evals, evecs = torch.linalg.eigh(cov)
-    den.evals.data, den.evecs.data = evals, evecs
+    den = ExactGaussianDenoiser(torch.as_tensor(mu, dtype=F64), cov, sched)
     return cls(den, sched, steps, data_shape=(2,))
 
 

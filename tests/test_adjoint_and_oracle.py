@@ -1,5 +1,5 @@
-"""The discrete adjoint against unrolled backpropagation (same noise, float tolerance)
-and both against the exact oracle of linear-Gaussian chains (4 standard errors)."""
+"""The discrete adjoint against unrolled backpropagation (same noise, float tolerance);
+the oracle's moments and what it refuses."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import pytest
 import torch
 
 import sampleopt as so
-from sampleopt.diffusion import CosineSchedule, ExactGaussianDenoiser
+from sampleopt.diffusion import CosineSchedule
 from sampleopt.errors import UsageError
 from sampleopt.estimators import AdjointEstimator, UnrolledEstimator
 from sampleopt.models import TimeMLP
+from test_estimators_oracle import exact_gaussian, quad_reward
 
 F64 = torch.float64
 Z = 4.0
@@ -73,32 +74,24 @@ def test_adjoint_equals_unrolled_on_a_neural_diffusion_sampler(lam):
         torch.testing.assert_close(a, u, rtol=1e-8, atol=1e-12)
 
 
-def exact_ddpm(mu, steps=8, cls=so.DDPMSampler):
-    sched = CosineSchedule(200).double()
-    cov = torch.tensor([[1.0, 0.4], [0.4, 0.6]], dtype=F64)
-    den = ExactGaussianDenoiser(torch.zeros(2), torch.eye(2), sched).double()
-    den.mean.data = torch.as_tensor(mu, dtype=F64)
-    evals, evecs = torch.linalg.eigh(cov)
-    den.evals.data, den.evecs.data = evals, evecs
-    return cls(den, sched, steps, data_shape=(2,))
-
-
-A_VEC = torch.tensor([1.0, -0.5], dtype=F64)
-Q_MAT = torch.tensor([[-0.3, 0.1], [0.1, -0.2]], dtype=F64)
-
-
-def quad_reward(x):
-    return x @ A_VEC + ((x @ Q_MAT) * x).sum(1)
-
-
 def test_oracle_matches_the_closed_form_moments():
     """Oracle moments vs the hand recursion of tests/test_diffusion_samplers (via the
     exact sampler's own law at many steps ~ data law)."""
-    sampler = exact_ddpm([0.5, -1.0], steps=200)
+    sampler = exact_gaussian([0.5, -1.0], so.DDPMSampler, steps=200)
     m, S = so.estimators.exact_moments(sampler, 2)
     assert torch.allclose(m, torch.tensor([0.5, -1.0], dtype=F64), atol=0.02)
     cov = torch.tensor([[1.0, 0.4], [0.4, 0.6]], dtype=F64)
     assert torch.allclose(S, cov, atol=0.03)
+
+
+def test_the_exact_denoiser_keeps_a_float64_mean_in_float64():
+    den = exact_gaussian([0.5, -1.0], so.DDPMSampler).denoiser
+    assert den.mean.dtype == den.evals.dtype == den.log_scale.dtype == F64
+    cov = torch.tensor([[1.0, 0.4], [0.4, 0.6]], dtype=F64)
+    torch.testing.assert_close(den.covariance(), cov, rtol=1e-14, atol=1e-15)
+    assert so.diffusion.ExactGaussianDenoiser([0.0, 1.0], torch.eye(2), None).mean.dtype == (
+        torch.get_default_dtype()
+    )
 
 
 def test_oracle_refuses_a_nonlinear_chain():
@@ -107,7 +100,7 @@ def test_oracle_refuses_a_nonlinear_chain():
 
 
 def test_path_kl_over_a_deterministic_step_is_refused():
-    sampler = exact_ddpm([0.5, -1.0])  # DDPM's last step adds no noise
+    sampler = exact_gaussian([0.5, -1.0], so.DDPMSampler)  # DDPM's last step adds no noise
     obj = so.Objective(
         quad_reward, lam=1.0, reference=so.QuadraticPotential(torch.zeros(2), torch.eye(2))
     )

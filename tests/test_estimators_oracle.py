@@ -66,10 +66,8 @@ def quad_reward(x):
 
 def exact_gaussian(mu, cls, steps=8):
     sched = CosineSchedule(200).double()
-    den = ExactGaussianDenoiser(torch.zeros(DIM), torch.eye(DIM), sched).double()
     cov = torch.tensor([[1.0, 0.4], [0.4, 0.6]], dtype=F64)
-    evals, evecs = torch.linalg.eigh(cov)
-    den.mean.data, den.evals.data, den.evecs.data = torch.as_tensor(mu, dtype=F64), evals, evecs
+    den = ExactGaussianDenoiser(torch.as_tensor(mu, dtype=F64), cov, sched)
     return cls(den, sched, steps, data_shape=(DIM,))
 
 

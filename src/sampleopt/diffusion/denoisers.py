@@ -40,7 +40,9 @@ class ExactGaussianDenoiser(Denoiser):
 
     def __init__(self, mean, cov, schedule: NoiseSchedule, prediction: str = "eps"):
         super().__init__()
-        mean = torch.as_tensor(mean, dtype=torch.get_default_dtype())
+        mean = torch.as_tensor(mean)  # a floating tensor keeps its dtype (float64 oracles)
+        if not mean.is_floating_point():
+            mean = mean.to(torch.get_default_dtype())
         cov = torch.as_tensor(cov, dtype=mean.dtype)
         d = mean.shape[0]
         if mean.ndim != 1 or cov.shape != (d, d) or not torch.allclose(cov, cov.T):
