@@ -163,3 +163,10 @@ def test_bad_settings():
         QueuedImplicitDiffusion(neural(), so.Objective(reward), batch_size=0)
     with pytest.raises(UsageError, match="lr must be a number >= 0"):
         QueuedImplicitDiffusion(neural(), so.Objective(reward), batch_size=2, lr=-1.0)
+
+
+def test_a_batch_of_the_wrong_shape_is_refused_by_the_batched_call():
+    sampler = neural()
+    xs = [torch.randn(3, 2, dtype=F64), torch.randn(2, 5, dtype=F64)]
+    with pytest.raises(UsageError, match=r"expects x of shape \(n, 2\), got \(2, 5\)"):
+        sampler.mean_batched(xs, [0, 1])

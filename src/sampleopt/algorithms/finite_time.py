@@ -92,7 +92,6 @@ class QueuedImplicitDiffusion:
         self.updates = 0
         self.network_rows = 0  # rows through the network: sampling steps + adjoint sweeps
         self.last_grads: list[torch.Tensor] | None = None
-        self.last_finished: _Batch | None = None
         self.reduce_grads = None  # set by FineTuner under torch.distributed
 
     def _push(self) -> None:
@@ -129,7 +128,7 @@ class QueuedImplicitDiffusion:
         for g in grads:  # nothing is updated (and the batch stays queued) if this fails
             check_finite(g, "the gradient")
         self.queue.popleft()
-        self.last_grads, self.last_finished = grads, done
+        self.last_grads = grads
         self._apply(grads)
         self.updates += 1
         return {
@@ -154,6 +153,34 @@ class QueuedImplicitDiffusion:
         with torch.no_grad():
             for p, g in zip(self.params, grads, strict=True):
                 p.sub_(g, alpha=self.lr)
+
+    def state_tensors(self, prefix: str = "queue.") -> dict[str, torch.Tensor]:
+        """The counters and every queued batch (path, steps taken, generator state)."""
+        out = {
+            f"{prefix}counters": torch.tensor(
+                [self.batches_started, self.iteration, self.updates, self.network_rows],
+                dtype=torch.long,
+            )
+        }
+        for i, b in enumerate(self.queue):
+            out[f"{prefix}{i}.path"] = b.path.clone()
+            out[f"{prefix}{i}.meta"] = torch.tensor([b.index, b.j], dtype=torch.long)
+            out[f"{prefix}{i}.generator"] = b.generator.get_state()
+        return out
+
+    def load_state_tensors(self, t: dict[str, torch.Tensor], prefix: str = "queue.") -> None:
+        """Restore :meth:`state_tensors`."""
+        self.batches_started, self.iteration, self.updates, self.network_rows = (
+            int(v) for v in t[f"{prefix}counters"]
+        )
+        self.queue.clear()
+        i = 0
+        while f"{prefix}{i}.path" in t:
+            index, j = (int(v) for v in t[f"{prefix}{i}.meta"])
+            gen = torch.Generator(device=self.params[0].device)
+            gen.set_state(t[f"{prefix}{i}.generator"])
+            self.queue.append(_Batch(index, t[f"{prefix}{i}.path"].clone(), j, gen))
+            i += 1
 
     def run(self, updates: int, *, callback=None) -> list[dict]:
         """Iterate until ``updates`` more theta updates have been made."""

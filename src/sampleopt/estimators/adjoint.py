@@ -108,18 +108,12 @@ class AdjointEstimator:
         grads = [torch.zeros_like(p) for p in params]
         kl = torch.zeros((), dtype=value.dtype, device=value.device)
         for c in reversed(starts):
-            end = min(c + length, K)
-            if block is None:  # replay the segment c .. end from its mark
-                block = self._replay(sampler, c, end, *marks.pop(c))
-                offset = c
+            if block is None:  # replay the segment c .. c + length from its mark
+                seg = self._replay(sampler, c, min(c + length, K), *marks.pop(c))
             else:
-                offset = 0
-            for k in reversed(range(c, end)):
-                xs = (block[k - offset], block[k - offset + 1])
-                a, cost = _step_vjp(sampler, reference, objective.lam, xs, k, a, params, grads)
-                kl = kl + cost
-            if self.states == "sqrt":
-                block = None
+                seg = block
+            a, cost = _sweep(sampler, reference, objective.lam, seg, c, a, params, grads)
+            kl = kl + cost
         return surrogate_from_grads(params, grads, value + objective.lam * kl)
 
     @staticmethod
@@ -193,10 +187,16 @@ def path_gradient(
         raise UsageError(f"the path has {path.shape[0]} states; a {K}-step sampler needs {K + 1}")
     a, value, r = _terminal_adjoint("adjoint", objective, path[-1])
     grads = [torch.zeros_like(p) for p in params]
-    kl = torch.zeros((), dtype=value.dtype, device=value.device)
-    for k in reversed(range(K)):
-        a, cost = _step_vjp(
-            sampler, reference, objective.lam, (path[k], path[k + 1]), k, a, params, grads
-        )
-        kl = kl + cost
+    _, kl = _sweep(sampler, reference, objective.lam, path, 0, a, params, grads)
     return grads, value + objective.lam * kl, r
+
+
+def _sweep(sampler, reference, lam, block, start, a, params, grads):
+    """The backward sweep over the steps start .. start + len(block) - 2 whose states
+    block holds: accumulates into grads; returns a_start and the path-KL cost."""
+    kl = 0.0
+    for k in reversed(range(start, start + block.shape[0] - 1)):
+        xs = (block[k - start], block[k - start + 1])
+        a, cost = _step_vjp(sampler, reference, lam, xs, k, a, params, grads)
+        kl = kl + cost
+    return a, kl

@@ -167,17 +167,19 @@ class ScoreFunctionEstimator:
         check_path_kl(self.name, objective)
         params = resolve_params(self.name, sampler, params)
         reference = path_kl_reference(self.name, sampler, objective, self.reference)
-        self._check_noise(sampler)
         if rollout is None:
             if n is None:
                 raise UsageError("pass the number of paths n=... (or a rollout=...)")
             rollout = self.rollout(sampler, objective, n=n, generator=generator, x0=x0)
-        elif len(rollout.path) != sampler.num_steps + 1:
-            raise UsageError(
-                f"the rollout has {len(rollout.path) - 1} steps, the sampler {sampler.num_steps}"
-            )
-        elif (rollout.costs is None) != (reference is None):
-            raise UsageError("the rollout was drawn with a different lam (path KL on/off)")
+        else:  # (a fresh rollout checks the noise itself)
+            self._check_noise(sampler)
+            if len(rollout.path) != sampler.num_steps + 1:
+                raise UsageError(
+                    f"the rollout has {len(rollout.path) - 1} steps, the sampler "
+                    f"{sampler.num_steps}"
+                )
+            if (rollout.costs is None) != (reference is None):
+                raise UsageError("the rollout was drawn with a different lam (path KL on/off)")
         self.last_rollout, self.last_rewards = rollout, rollout.rewards
         lam, K = objective.lam, sampler.num_steps
         # cost to go after step k: -r(x_K) + lam * sum_{j > k} c_j(x_j), shape (n, K)

@@ -162,8 +162,8 @@ class DiffusionSampler(GaussianChain):
     def mean_batched(self, xs, ks):
         """The means of batches at different steps from one network call: the batches
         are concatenated with per-row times and coefficients."""
-        if len(xs) <= 1:
-            return [self.mean(x, k) for x, k in zip(xs, ks, strict=True)]
+        if len(xs) <= 1 or any(tuple(b.shape[1:]) != self.data_shape for b in xs):
+            return [self.mean(x, k) for x, k in zip(xs, ks, strict=True)]  # (shape errors there)
         x = torch.cat(xs)
         sizes = [len(b) for b in xs]
         shape = (-1,) + (1,) * (x.ndim - 1)
@@ -177,8 +177,6 @@ class DiffusionSampler(GaussianChain):
         t = torch.tensor(
             [self.timesteps[k] for k in ks], dtype=torch.long, device=x.device
         ).repeat_interleave(torch.tensor(sizes, device=x.device))
-        if tuple(x.shape[1:]) != self.data_shape:
-            return [self.mean(b, k) for b, k in zip(xs, ks, strict=True)]  # shape error there
         pred = self.denoiser(x, t)
         kind = self.denoiser.prediction
         eps = pred if kind == "eps" else to_eps(pred, kind, x, a_t, s_t)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import torch
 
-from sampleopt.algorithms.finite_time import QueuedImplicitDiffusion, _Batch
+from sampleopt.algorithms.finite_time import QueuedImplicitDiffusion
 from sampleopt.checks import check_finite
 from sampleopt.errors import UsageError
 from sampleopt.estimators import (
@@ -175,13 +175,9 @@ class FineTuner:
     def _all_reduce(self) -> None:
         if self.world == 1:
             return
-        import torch.distributed as dist
-
-        for p in self.params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            dist.all_reduce(p.grad, group=self._group)
-            p.grad.div_(self.world)
+        grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in self.params]
+        for p, g in zip(self.params, self._all_reduced(grads), strict=True):
+            p.grad = g
 
     # -- state for checkpoints -----------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
@@ -193,14 +189,7 @@ class FineTuner:
                 out[f"adam.{i}.{key}"] = torch.as_tensor(v).clone()
         out["counters"] = torch.tensor([self.updates, self.network_evals], dtype=torch.long)
         if self.queue is not None:
-            q = self.queue
-            out["queue.counters"] = torch.tensor(
-                [q.batches_started, q.iteration, q.updates, q.network_rows], dtype=torch.long
-            )
-            for i, b in enumerate(q.queue):
-                out[f"queue.{i}.path"] = b.path.clone()
-                out[f"queue.{i}.meta"] = torch.tensor([b.index, b.j], dtype=torch.long)
-                out[f"queue.{i}.generator"] = b.generator.get_state()
+            out.update(self.queue.state_tensors())
         return out
 
     def load_state_tensors(self, t: dict[str, torch.Tensor]) -> None:
@@ -226,18 +215,7 @@ class FineTuner:
                 self.optimizer.state[p] = st
         self.updates, self.network_evals = (int(v) for v in t["counters"])
         if self.queue is not None:
-            q = self.queue
-            q.batches_started, q.iteration, q.updates, q.network_rows = (
-                int(v) for v in t["queue.counters"]
-            )
-            q.queue.clear()
-            i = 0
-            while f"queue.{i}.path" in t:
-                index, j = (int(v) for v in t[f"queue.{i}.meta"])
-                gen = torch.Generator(device=self.params[0].device)
-                gen.set_state(t[f"queue.{i}.generator"])
-                q.queue.append(_Batch(index, t[f"queue.{i}.path"].clone(), j, gen))
-                i += 1
+            self.queue.load_state_tensors(t)
 
 
 def _process_group() -> tuple[int, int]:
