@@ -133,6 +133,19 @@ def surrogate_from_grads(
     return surrogate - surrogate.detach() + value.detach()
 
 
+def run_with_path_cost(sampler, reference, x, noises) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the chain from x with the given standard-normal ``noises`` (one per step);
+    return x_K and each path's KL cost sum_k |m(x_k) - m_ref(x_k)|^2 / (2 s_k^2)
+    (zeros without a reference)."""
+    cost = x.new_zeros(x.shape[0])
+    for k, noise in enumerate(noises):
+        m = sampler.mean(x, k)
+        if reference is not None:
+            cost = cost + kl_step_cost(m, reference.mean(x, k), stochastic_scale(sampler, k))
+        x = sampler.add_noise(m, k, noise)
+    return x, cost
+
+
 @torch.no_grad()
 def estimate_path_kl(
     sampler, reference, n: int, generator: torch.Generator | None = None
@@ -145,11 +158,9 @@ def estimate_path_kl(
             f"the reference chain has {reference.num_steps} steps, the sampler {sampler.num_steps}"
         )
     x = sampler.sample_x0(n, generator)
-    total = x.new_zeros(x.shape[0])
-    for k in range(sampler.num_steps):
-        s = stochastic_scale(sampler, k)
-        m = sampler.mean(x, k)
-        total += kl_step_cost(m, reference.mean(x, k), s)
-        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-        x = sampler.add_noise(m, k, noise)
+    noises = (
+        torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        for _ in range(sampler.num_steps)
+    )
+    _, total = run_with_path_cost(sampler, reference, x, noises)
     return float(total.mean()), float(total.std() / total.numel() ** 0.5)

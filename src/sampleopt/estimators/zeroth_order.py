@@ -29,10 +29,9 @@ from sampleopt.estimators.common import (
     check_no_given_samples,
     check_path_kl,
     checked_rewards,
-    kl_step_cost,
     path_kl_reference,
     resolve_params,
-    stochastic_scale,
+    run_with_path_cost,
     surrogate_from_grads,
 )
 from sampleopt.objectives.objective import Objective
@@ -113,11 +112,6 @@ class ZerothOrderEstimator:
     @staticmethod
     def _evaluate(sampler, objective, reference, x, noises):
         """l_hat at the current parameters with the given x_0 and noise."""
-        kl = x.new_zeros(())
-        for k, noise in enumerate(noises):
-            m, s = sampler.mean(x, k), sampler.noise_scale(k)
-            if reference is not None:
-                kl = kl + kl_step_cost(m, reference.mean(x, k), stochastic_scale(sampler, k)).mean()
-            x = m + s * noise
+        x, cost = run_with_path_cost(sampler, reference, x, noises)
         r = checked_rewards(objective, x)
-        return -r.mean() + objective.lam * kl, r
+        return -r.mean() + objective.lam * cost.mean(), r
