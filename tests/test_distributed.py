@@ -125,12 +125,18 @@ def test_an_experiment_under_accelerate_launch_equals_one_process(tmp_path):
     cmd = [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
     cmd += ["--mixed_precision", "no", "--dynamo_backend", "no", "-m", "sampleopt.cli"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    import glob
+    import tempfile
+
+    scratch = os.path.join(tempfile.gettempdir(), "sampleopt-rank*")
+    before = set(glob.glob(scratch))
     two, one = tmp_path / "two", tmp_path / "one"
     proc = subprocess.run(
         cmd + args + ["--out", str(two)], capture_output=True, text=True, timeout=300, env=env
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("report:") == 1  # one run folder, written by rank 0
+    assert set(glob.glob(scratch)) == before  # rank 1's scratch folder is removed
     assert main(args + ["--set", "accumulate=2", "--out", str(one)]) == 0
     a, b = load_checkpoint(two)[0], load_checkpoint(one)[0]
     for k in a:

@@ -327,3 +327,5 @@ def test_the_path_kl_estimate_matches_the_oracle():
     mean, se = estimate_path_kl(sampler, ref, 4000, torch.Generator().manual_seed(0))
     assert se > 0 and abs(mean - exact) <= Z * se, (mean, exact, se)
     assert estimate_path_kl(sampler, sampler, 10)[0] == 0.0
+    with pytest.raises(so.UsageError, match="reference chain has 6 steps, the sampler 5"):
+        estimate_path_kl(sampler, AffineChain.random(DIM, 6), 10)

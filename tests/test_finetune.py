@@ -61,6 +61,14 @@ def test_resume_from_state_tensors_is_bit_identical(method):
 
 def test_a_checkpoint_of_a_different_model_is_refused():
     saved = tuner("adjoint").state_tensors()
+    sampler = neural()
+    partial = FineTuner(
+        sampler, so.Objective(reward), method="adjoint", params=[next(sampler.parameters())]
+    )
+    with pytest.raises(
+        UsageError, match=r"the checkpoint holds \d+ parameter tensors, this model 1"
+    ):
+        partial.load_state_tensors(saved)
     torch.manual_seed(0)
     other = so.ReverseSDESampler(
         so.models.TimeMLP(2, 100, hidden=8, depth=2).double(),
@@ -90,6 +98,8 @@ def test_bad_settings():
         FineTuner(neural(), obj, method="ddpo")
     with pytest.raises(UsageError, match="batch_size must be an integer >= 1"):
         FineTuner(neural(), obj, batch_size=0)
+    with pytest.raises(UsageError, match="lr must be a number >= 0"):
+        FineTuner(neural(), obj, lr=-1e-3)
     with pytest.raises(UsageError, match="accumulate applies to the nested methods"):
         FineTuner(neural(), obj, method="implicit", accumulate=2)
     with pytest.raises(UsageError, match="lam must be a finite number >= 0"):
