@@ -19,8 +19,8 @@ run: $(BIN)/.installed
 	$(BIN)/sampleopt run langevin-hex --seed 0 $(ARGS)
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 
 test: lint
 	$(BIN)/python -m pytest

@@ -4,7 +4,7 @@ The samplers built on them (DDPM, DDIM, reverse SDE, probability-flow ODE) live 
 :mod:`sampleopt.samplers.diffusion` as Gaussian chains.
 """
 
-from sampleopt.diffusion.denoisers import Denoiser, ExactGaussianDenoiser
+from sampleopt.diffusion.denoisers import Denoiser, ExactGaussianDenoiser, LateStepDenoiser
 from sampleopt.diffusion.parameterization import PREDICTIONS, convert
 from sampleopt.diffusion.schedules import (
     CosineSchedule,
@@ -18,6 +18,7 @@ __all__ = [
     "CosineSchedule",
     "Denoiser",
     "ExactGaussianDenoiser",
+    "LateStepDenoiser",
     "LearnableCosineSchedule",
     "LinearSchedule",
     "NoiseSchedule",
