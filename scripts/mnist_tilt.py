@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from sampleopt.data import mnist
 from sampleopt.metrics.classifier import classifier_features, classifier_fid
-from sampleopt.metrics.distances import frechet_distance
+from sampleopt.metrics.distances import frechet_distance, frechet_distance_from_features
 from sampleopt.models.pretrained import load_base_model
 from sampleopt.objectives import Brightness
 from sampleopt.samplers import ReverseSDESampler
@@ -67,7 +67,10 @@ def main(argv=None) -> int:
     live = (feats != 0).any(0) | (ref_feats != 0).any(0)
     feats, ref_feats = feats[:, live], ref_feats[:, live]
     uniform = torch.full((len(x),), 1 / len(x))
-    base_w, base_256 = weighted_fid(feats, uniform, ref_feats), classifier_fid(x[:256], ref)
+    base_w, base_256 = (
+        weighted_fid(feats, uniform, ref_feats),
+        frechet_distance_from_features(feats[:256], ref_feats),
+    )
     r0 = float(reward.mean())
     rows = [
         dict(
@@ -88,7 +91,10 @@ def main(argv=None) -> int:
         idx = torch.multinomial(
             w, 256, replacement=True, generator=torch.Generator().manual_seed(1)
         )
-        fw, f256 = weighted_fid(feats, w.float(), ref_feats), classifier_fid(x[idx], ref)
+        fw, f256 = (
+            weighted_fid(feats, w.float(), ref_feats),
+            frechet_distance_from_features(feats[idx], ref_feats),
+        )
         rm = float(w @ reward.double())
         rows.append(
             dict(
