@@ -4,24 +4,42 @@ Three kinds of object, composed by the algorithms:
 
 * samplers (:mod:`sampleopt.samplers`): Gaussian Markov chains whose parameters
   are a torch module's;
-* objectives (:mod:`sampleopt.objectives`): a reward r(x) -> (n,) and divergences
-  to a reference;
+* objectives (:mod:`sampleopt.objectives`): a reward r(x) -> (n,) and a divergence
+  object (PathKL, GibbsKL) that holds its reference;
 * estimators (:mod:`sampleopt.estimators`): surrogate losses whose ``.backward()``
   leaves a gradient estimate in ``.grad``.
 """
 
-from sampleopt.algorithms import History, ImplicitDiffusion, NestedLoop, StepSize
+from sampleopt.algorithms import (
+    FineTuner,
+    History,
+    ImplicitDiffusion,
+    NestedLoop,
+    QueuedImplicitDiffusion,
+    StepSize,
+)
 from sampleopt.errors import NonFiniteError, SampleoptError, UsageError
 from sampleopt.estimators import (
+    ESTIMATORS,
     AdjointEstimator,
     CovarianceEstimator,
+    Estimator,
     ScoreFunctionEstimator,
     TruncatedEstimator,
     UnrolledEstimator,
     ZerothOrderEstimator,
+    make_estimator,
 )
 from sampleopt.models.pretrained import available_base_models, load_base_model
-from sampleopt.objectives import HexReward, Objective
+from sampleopt.objectives import (
+    Brightness,
+    DigitProbability,
+    GibbsKL,
+    HexReward,
+    Objective,
+    PathKL,
+    estimate_path_kl,
+)
 from sampleopt.samplers import (
     AffineChain,
     DDIMSampler,
@@ -40,7 +58,17 @@ from sampleopt.samplers import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ESTIMATORS",
     "AdjointEstimator",
+    "Brightness",
+    "DigitProbability",
+    "Estimator",
+    "FineTuner",
+    "GibbsKL",
+    "PathKL",
+    "QueuedImplicitDiffusion",
+    "estimate_path_kl",
+    "make_estimator",
     "AffineChain",
     "ScoreFunctionEstimator",
     "TruncatedEstimator",

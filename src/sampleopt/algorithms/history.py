@@ -1,8 +1,19 @@
-"""What an algorithm records per theta step, and how it checks for NaN or inf."""
+"""The one record type of every algorithm: :class:`History`, a column per quantity and
+a row per theta update.
+
+Every algorithm's ``run`` returns one, ``step()`` returns a one-row one, and every
+callback is ``callback(history, algorithm)`` with the rows made since the last call.
+Cost columns make fair comparisons: ``sampling_steps`` (per-sample sampling steps spent
+so far) and ``network_evals`` (rows through the model: sampling and recomputation
+alike). ``value`` (the objective's estimate on the update's samples) and ``theta`` (all
+trainable parameters, flattened, after the update) are recorded where the algorithm
+can afford them, else None.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -11,35 +22,67 @@ from sampleopt.errors import NonFiniteError
 
 @dataclass
 class History:
-    """Per-step records: ``step`` (theta-step index), ``sampling_steps`` (cumulative
-    Langevin steps, the cost axis for fair comparisons), ``reward_mean`` (mean reward
-    of the samples the step used) and ``theta`` (all trainable parameters, flattened,
-    after the step)."""
-
-    step: torch.Tensor
+    step: torch.Tensor  # theta-update index, from 1
     sampling_steps: torch.Tensor
     reward_mean: torch.Tensor
-    theta: torch.Tensor
+    theta: torch.Tensor | None = None
+    value: torch.Tensor | None = None
+    network_evals: torch.Tensor | None = None
 
     def __len__(self):
         return self.step.shape[0]
 
     def __getitem__(self, sl: slice) -> History:
-        return History(self.step[sl], self.sampling_steps[sl], self.reward_mean[sl], self.theta[sl])
+        return History(**{k: None if v is None else v[sl] for k, v in self._columns().items()})
+
+    def _columns(self) -> dict[str, torch.Tensor | None]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @staticmethod
     def cat(parts: list[History]) -> History:
-        return History(*(torch.cat([getattr(p, f) for p in parts]) for f in History.fields()))
+        if not parts:
+            raise ValueError("History.cat needs at least one part")
+        out = {}
+        for f in fields(History):
+            cols = [getattr(p, f.name) for p in parts]
+            out[f.name] = None if any(c is None for c in cols) else torch.cat(cols)
+        return History(**out)
 
     @staticmethod
-    def fields() -> tuple[str, ...]:
-        return ("step", "sampling_steps", "reward_mean", "theta")
+    def empty(n_theta: int | None = None) -> History:
+        """No rows (``theta`` with ``n_theta`` columns when it is recorded)."""
+        e = torch.empty(0, dtype=torch.long)
+        theta = None if n_theta is None else torch.empty(0, n_theta)
+        return History(e, e.clone(), torch.empty(0), theta, torch.empty(0), e.clone())
+
+    @staticmethod
+    def from_rows(rows: list[dict]) -> History:
+        """The inverse of :meth:`rows` (e.g. metrics read back from a run folder)."""
+        cols = {}
+        for f in fields(History):
+            if rows and all(r.get(f.name) is not None for r in rows):
+                dtype = (
+                    torch.long if f.name in ("step", "sampling_steps", "network_evals") else None
+                )
+                cols[f.name] = torch.tensor([r[f.name] for r in rows], dtype=dtype)
+        return History(**cols)
+
+    def rows(self) -> list[dict]:
+        """One plain dict per update (for metrics.jsonl)."""
+        cols = {k: v.tolist() for k, v in self._columns().items() if v is not None}
+        return [{k: v[i] for k, v in cols.items()} for i in range(len(self))]
+
+    def last(self, name: str) -> float:
+        """The last row's value of column ``name``."""
+        col = getattr(self, name)
+        return math.nan if col is None or len(col) == 0 else float(col[-1])
 
     def first_non_finite(self) -> tuple[int, str] | None:
         """(row, what) of the first NaN/inf in the rewards or parameters, or None."""
         bad_r = ~torch.isfinite(self.reward_mean)
-        bad_t = ~torch.isfinite(self.theta).all(1)
-        bad = bad_r | bad_t
+        bad = bad_r
+        if self.theta is not None:
+            bad = bad | ~torch.isfinite(self.theta).all(1)
         if not bool(bad.any()):
             return None
         i = int(bad.nonzero()[0, 0])
@@ -53,5 +96,5 @@ def raise_non_finite(hist: History, row: int, what: str) -> None:
     )
 
 
-def flat_params(params: list[torch.nn.Parameter]) -> torch.Tensor:
+def flat_params(params: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in params])

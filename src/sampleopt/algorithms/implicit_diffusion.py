@@ -1,7 +1,7 @@
 """Implicit Diffusion for Langevin samplers: sampling and optimisation in one loop.
 
 Marion et al. (AISTATS 2025), "Implicit Diffusion: Efficient Optimization through
-Stochastic Sampling", section 3 (Algorithm 2, infinite time), methods.md 4. Instead
+Stochastic Sampling", section 3 (Algorithm 2, infinite time), docs/methods.md section 4. Instead
 of running a whole sampling chain for every theta step (:class:`NestedLoop`), keep
 one persistent batch of particles and, at every iteration k,
 
@@ -19,9 +19,11 @@ pi_ref.
 The loop runs in blocks: noise for a block is drawn at once, records stay on the
 device, and at the end of each block the records are checked for NaN/inf (one
 synchronisation per block) and handed to ``callback`` (for metrics and
-checkpoints). On NaN/inf the state rolls back to the start of the block and a
+checkpoints). On NaN/inf the state (parameters, optimiser, particles and the random
+generator) rolls back to the start of the block and a
 :class:`~sampleopt.errors.NonFiniteError` names the first bad iteration; the
-records before it have been handed to ``callback`` first.
+records before it have been handed to ``callback`` first. The theta step is the shared
+:class:`~sampleopt.algorithms.update.Update` core.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import torch
 
 from sampleopt.algorithms.history import History, flat_params, raise_non_finite
 from sampleopt.algorithms.step_size import StepSize
+from sampleopt.algorithms.update import Update
 from sampleopt.errors import UsageError
 from sampleopt.estimators.covariance import CovarianceEstimator
 from sampleopt.objectives.objective import Objective
@@ -41,13 +44,6 @@ Callback = Callable[[History, object], None]
 ORDERS = ("parallel", "sequential")
 
 
-def trainable(module: torch.nn.Module) -> list[torch.nn.Parameter]:
-    params = [p for p in module.parameters() if p.requires_grad]
-    if not params:
-        raise UsageError(f"{type(module).__name__} has no trainable parameters to optimise")
-    return params
-
-
 class ImplicitDiffusion:
     """The single loop with persistent particles.
 
@@ -55,11 +51,12 @@ class ImplicitDiffusion:
         sampler: the Langevin sampler whose potential's parameters are optimised.
         objective: reward and optional KL penalty.
         n_particles: size of the persistent batch.
-        step_size: :class:`StepSize` (constant or eta / sqrt(k+1)).
-        optimizer: any torch optimiser over the sampler's parameters; its learning
-            rate is set from ``step_size`` each step. Default (None): plain SGD, as in
-            the paper, applied in place (the cheapest update: this loop's iterations
-            are tiny, so a generic optimiser's per-step overhead would dominate).
+        lr: the theta step size, a number or a :class:`StepSize` (constant or
+            eta / sqrt(k+1)).
+        optimizer: "sgd" (default: plain SGD, as in the paper, applied in place, the
+            cheapest update: this loop's iterations are tiny, so a generic optimiser's
+            per-step overhead would dominate), "adam", or any torch optimiser over the
+            sampler's parameters; its learning rate is set from ``lr`` each step.
         generator: the random stream (seed it for reproducible runs).
         particles: starting particles (default: the sampler's x_0 law).
         order: ``"parallel"`` (default) computes the theta step and the Langevin step
@@ -77,8 +74,8 @@ class ImplicitDiffusion:
         objective: Objective,
         *,
         n_particles: int = 1000,
-        step_size: StepSize | float = 0.1,
-        optimizer: torch.optim.Optimizer | None = None,
+        lr: StepSize | float = 0.1,
+        optimizer="sgd",
         estimator: CovarianceEstimator | None = None,
         generator: torch.Generator | None = None,
         particles: torch.Tensor | None = None,
@@ -93,11 +90,17 @@ class ImplicitDiffusion:
         self.order = order
         self.sampler = sampler
         self.objective = objective
-        self.step_size = step_size if isinstance(step_size, StepSize) else StepSize(step_size)
         self.estimator = estimator or CovarianceEstimator()
+        if not isinstance(self.estimator, CovarianceEstimator):
+            raise UsageError(
+                "ImplicitDiffusion (infinite time) takes the covariance estimator; for "
+                "finite-horizon samplers use QueuedImplicitDiffusion or the nested loop"
+            )
+        n = None if particles is not None else int(n_particles)
+        call = self.estimator.check_call(sampler, objective, n=n, x0=particles)
         self.generator = generator
-        self.params = trainable(sampler)
-        self.optimizer = optimizer
+        self.params = call.params
+        self.update = Update(self.params, lr, optimizer)
         with torch.no_grad():
             if particles is None:
                 particles = sampler.sample_x0(int(n_particles), generator)
@@ -105,11 +108,15 @@ class ImplicitDiffusion:
             self.reference_sampler = None
             self.reference_particles = None
             if objective.needs_reference_samples:
-                self.reference_sampler = sampler.with_potential(objective.reference)
+                self.reference_sampler = sampler.with_potential(objective.gibbs_kl.reference)
                 self.reference_particles = self.reference_sampler.sample_x0(
                     self.particles.shape[0], generator
                 )
         self.iteration = 0
+
+    @property
+    def optimizer(self):
+        return self.update.optimizer
 
     def run(
         self, iterations: int, *, block: int = 100, callback: Callback | None = None
@@ -128,15 +135,15 @@ class ImplicitDiffusion:
         sampler, objective, est = self.sampler, self.objective, self.estimator
         potential = sampler.potential
         x, x_ref = self.particles, self.reference_particles
-        saved = (x, x_ref, [p.detach().clone() for p in self.params], self.iteration)
+        gen_state = None if self.generator is None else self.generator.get_state()
+        saved = (x, x_ref, self.update.snapshot(), self.iteration, gen_state)
         shape = (b, *x.shape)
         noise = torch.randn(shape, generator=self.generator, dtype=x.dtype, device=x.device)
         noise_ref = None
         if x_ref is not None:
             noise_ref = torch.randn(shape, generator=self.generator, dtype=x.dtype, device=x.device)
         rec_r, rec_t = [], []
-        constant = self.step_size.schedule == "constant"
-        opt = self.optimizer
+        apply = self.update.apply
         single = len(self.params) == 1
         k0 = self.iteration
         parallel = self.order == "parallel"
@@ -155,16 +162,7 @@ class ImplicitDiffusion:
                     x_ref = self.reference_sampler.step(x_ref, 0, noise_ref[i])
                 r = objective.rewards(x)
                 grads = est.gradient(potential, objective, x, rewards=r, reference_samples=x_ref)
-            lr = self.step_size.eta if constant else self.step_size(k0 + i)
-            if opt is None:
-                for p, g in zip(self.params, grads, strict=True):
-                    p.sub_(g, alpha=lr)
-            else:
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                for p, g in zip(self.params, grads, strict=True):
-                    p.grad = g
-                opt.step()
+            apply(grads, check=False)  # checked once per block, below
             rec_r.append(r.sum())
             rec_t.append(self.params[0].reshape(-1).clone() if single else flat_params(self.params))
         steps = torch.arange(k0 + 1, k0 + b + 1)
@@ -173,9 +171,10 @@ class ImplicitDiffusion:
         bad = hist.first_non_finite()
         if bad is not None:
             row, what = bad
-            self.particles, self.reference_particles, good, self.iteration = saved
-            for p, v in zip(self.params, good, strict=True):
-                p.copy_(v)
+            self.particles, self.reference_particles, good, self.iteration, gen_state = saved
+            self.update.restore(good)
+            if gen_state is not None:
+                self.generator.set_state(gen_state)
             if callback is not None and row > 0:
                 callback(hist[:row], self)
             raise_non_finite(hist, row, what)
@@ -200,6 +199,8 @@ class ImplicitDiffusion:
             out["reference_particles"] = self.reference_particles
         if self.generator is not None:
             out["generator_state"] = self.generator.get_state()
+        if self.update.optimizer is not None:  # e.g. Adam's moments
+            out.update(self.update.state_tensors(prefix="update."))
         return out
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -236,5 +237,8 @@ class ImplicitDiffusion:
         if self.reference_particles is not None:
             self.reference_particles = tensors["reference_particles"].to(ref.device, ref.dtype)
         self.iteration = int(tensors["iteration"])
+        if self.update.optimizer is not None:
+            self.update.load_state_tensors(tensors, prefix="update.")
+        self.update.count = self.iteration
         if self.generator is not None:
             self.generator.set_state(tensors["generator_state"])

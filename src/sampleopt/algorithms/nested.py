@@ -1,95 +1,196 @@
-"""The nested-loop baseline: a fresh sampling run for every theta step.
+"""The nested loop: a fresh K-step sampling run for every theta update, any estimator.
 
-Each outer step draws new x_0, runs the sampler's K steps, and takes one optimiser
-step on the estimator's surrogate loss (methods.md 4, "Baselines"). With the
-covariance estimator this is the implicit gradient at (approximately) stationary
-samples; with the unrolled estimator it is backpropagation through the K steps.
-Each outer step costs K sampling steps, so at equal sampling budget it takes K
-times fewer theta steps than :class:`ImplicitDiffusion`.
+Each update draws new x_0, runs the sampler's K steps and takes one step of the
+:class:`~sampleopt.algorithms.update.Update` core on the estimator's surrogate loss
+(docs/methods.md section 4, the baselines). With the covariance estimator on a long
+Langevin run it is the implicit gradient at (approximately) stationary samples; with
+the unrolled or adjoint estimator it is backpropagation through the K steps; with the
+score-function estimator it is DDPO-style policy gradient. Each update costs K sampling
+steps per sample, so at equal sampling budget it makes K times fewer theta steps than
+Implicit Diffusion's single loop.
+
+:class:`FineTuner` is the same loop with the defaults of reward fine-tuning of a
+diffusion model (Adam, small batches, no per-update copy of the weights): the estimator
+is one argument, ``FineTuner(sampler, objective, so.AdjointEstimator())``.
+
+**Random streams.** With ``generator`` every update draws from that one stream. Without
+it, micro-batch m of update u draws from a generator seeded by (seed, u, m), and under
+``accelerate launch`` (any initialised ``torch.distributed`` group) process r takes
+micro-batches r * accumulate .. (r + 1) * accumulate - 1, so P processes with
+``accumulate=a`` compute the same update as one process with ``accumulate=P * a``
+(tested). :meth:`NestedLoop.state_tensors` holds everything a bit-identical resume needs.
 """
 
 from __future__ import annotations
 
 import torch
 
-from sampleopt.algorithms.history import History, flat_params, raise_non_finite
-from sampleopt.algorithms.implicit_diffusion import Callback, trainable
+from sampleopt.algorithms.history import History, flat_params
 from sampleopt.algorithms.step_size import StepSize
+from sampleopt.algorithms.update import Update
 from sampleopt.errors import UsageError
+from sampleopt.estimators.base import Estimator
 from sampleopt.objectives.objective import Objective
 from sampleopt.samplers.chain import GaussianChain
 
 
+def positive_int(name: str, v) -> int:
+    if isinstance(v, bool) or not (isinstance(v, int) and v >= 1):
+        raise UsageError(f"{name} must be an integer >= 1, got {v!r}")
+    return v
+
+
 class NestedLoop:
-    """Outer loop over theta; inner loop: one full sampling run per step."""
+    """Outer loop over theta; inner loop: one full sampling run per micro-batch.
+
+    Args:
+        sampler, objective: what is tuned and for what.
+        estimator: an :class:`~sampleopt.estimators.Estimator` object
+            (``so.make_estimator(name)`` builds one by its registry name).
+        batch_size: samples per micro-batch; ``accumulate`` micro-batches per update.
+        lr: a number or a :class:`StepSize` schedule; ``optimizer``: "sgd" (in place),
+            "adam" or a torch optimiser (see :class:`~sampleopt.algorithms.update.Update`).
+        params: the parameters to train (default: all the sampler's trainable ones).
+        generator / seed: the random stream (see the module docstring).
+        record_theta: keep the flattened parameters after every update in the history
+            (for small models).
+    """
 
     def __init__(
         self,
         sampler: GaussianChain,
         objective: Objective,
-        estimator,
+        estimator: Estimator,
         *,
-        n_samples: int = 1000,
-        step_size: StepSize | float = 0.1,
-        optimizer: torch.optim.Optimizer | None = None,
+        batch_size: int = 1000,
+        lr: float | StepSize = 0.1,
+        optimizer="sgd",
+        accumulate: int = 1,
+        params=None,
         generator: torch.Generator | None = None,
+        seed: int = 0,
+        record_theta: bool = True,
     ):
-        if int(n_samples) < 2:
-            raise UsageError(f"n_samples must be >= 2, got {n_samples}")
-        if not hasattr(estimator, "loss"):
-            raise UsageError(f"estimator must have a .loss(...) method, got {estimator!r}")
-        self.sampler = sampler
-        self.objective = objective
-        self.estimator = estimator
-        self.n = int(n_samples)
-        self.step_size = step_size if isinstance(step_size, StepSize) else StepSize(step_size)
-        self.generator = generator
-        self.params = trainable(sampler)
-        # None: plain SGD applied in place (as in ImplicitDiffusion; a torch.optim
-        # optimiser's first step also imports torch._dynamo, about a second)
-        self.optimizer = optimizer
-        self.iteration = 0
-
-    def run(self, steps: int, *, callback: Callback | None = None) -> History:
-        K = self.sampler.num_steps
-        rec_r, rec_t = [], []
-        k0 = self.iteration
-        for i in range(steps):
-            lr = self.step_size(k0 + i)
-            if self.optimizer is not None:
-                for g in self.optimizer.param_groups:
-                    g["lr"] = lr
-            for p in self.params:
-                p.grad = None
-            loss = self.estimator.loss(
-                self.sampler, self.objective, n=self.n, generator=self.generator
+        if not isinstance(estimator, Estimator):
+            raise UsageError(
+                "estimator must be a sampleopt estimator object (e.g. so.AdjointEstimator() or "
+                f"so.make_estimator('adjoint')), got {estimator!r}"
             )
-            loss.backward()
-            rec_r.append(self.estimator.last_rewards.mean())
-            grads_ok = all(torch.isfinite(p.grad).all() for p in self.params if p.grad is not None)
-            if not (grads_ok and torch.isfinite(loss)):
-                rec_t.append(torch.full_like(flat_params(self.params), float("nan")))
-            else:
-                if self.optimizer is not None:
-                    self.optimizer.step()
-                else:
-                    with torch.no_grad():
-                        for p in self.params:
-                            if p.grad is not None:
-                                p.sub_(p.grad, alpha=lr)
-                rec_t.append(flat_params(self.params))
-            hist = self._history(k0 + i, k0 + i + 1, rec_r[-1:], rec_t[-1:], K)
-            bad = hist.first_non_finite()
-            if bad is not None:
-                raise_non_finite(hist, *bad)
-            self.iteration = k0 + i + 1
-            if callback is not None:
-                callback(hist, self)
-        return self._history(k0, k0 + steps, rec_r, rec_t, K)
+        self.n = positive_int("batch_size", batch_size)
+        self.accumulate = positive_int("accumulate", accumulate)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise UsageError(f"seed must be an integer, got {seed!r}")
+        call = estimator.check_call(sampler, objective, n=self.n, params=params)
+        self.sampler, self.objective, self.estimator = sampler, objective, estimator
+        self.params = call.params
+        self._params_arg = None if params is None else self.params  # None: all of them
+        self.update = Update(self.params, lr, optimizer)
+        self.generator, self.seed = generator, seed
+        self.record_theta = record_theta
+        self.network_evals = 0
 
-    @staticmethod
-    def _history(a, b, rec_r, rec_t, K) -> History:
-        step = torch.arange(a + 1, b + 1)
-        if not rec_r:
-            return History(step, step * K, torch.empty(0), torch.empty(0, 0))
-        return History(step, step * K, torch.stack(rec_r), torch.stack(rec_t))
+    @property
+    def updates(self) -> int:
+        return self.update.count
+
+    @property
+    def optimizer(self):
+        return self.update.optimizer
+
+    def step(self) -> History:
+        """One theta update; returns its one-row history. Raises
+        :class:`~sampleopt.errors.NonFiniteError` before updating anything if the reward
+        or the gradient is not finite."""
+        for p in self.params:
+            p.grad = None
+        rewards, value = [], 0.0
+        rank = self.update.rank
+        for a in range(self.accumulate):
+            loss = self.estimator.loss(
+                self.sampler,
+                self.objective,
+                n=self.n,
+                generator=self.generator or self._micro_generator(rank * self.accumulate + a),
+                params=self._params_arg,
+            )
+            (loss / self.accumulate).backward()
+            rewards.append(self.estimator.last_rewards.mean())
+            value += float(loss.detach()) / self.accumulate
+            self.network_evals += self.estimator.network_evals(self.sampler, self.n)
+        self.update.apply()
+        u = self.update.count
+        K = self.sampler.num_steps
+        return History(
+            step=torch.tensor([u]),
+            sampling_steps=torch.tensor([u * K * self.accumulate]),
+            reward_mean=torch.stack(rewards).mean().detach().reshape(1),
+            theta=flat_params(self.params)[None] if self.record_theta else None,
+            value=torch.tensor([value]),
+            network_evals=torch.tensor([self.network_evals]),
+        )
+
+    def run(self, steps: int, *, callback=None) -> History:
+        """``steps`` more updates; ``callback(history_row, self)`` after each."""
+        parts = []
+        for _ in range(steps):
+            parts.append(self.step())
+            if callback is not None:
+                callback(parts[-1], self)
+        if parts:
+            return History.cat(parts)
+        return History.empty(sum(p.numel() for p in self.params) if self.record_theta else None)
+
+    def _micro_generator(self, m: int) -> torch.Generator:
+        """The generator of micro-batch m of the coming update (see the module docstring)."""
+        seed = (self.seed * 1_000_003 + self.updates) * 65_537 + m
+        return torch.Generator(device=self.params[0].device).manual_seed(seed % 2**62)
+
+    # -- state for checkpoints -----------------------------------------------------
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Everything a resume needs, as a flat dict of tensors (safetensors)."""
+        out = {k: v.clone() for k, v in self.update.state_tensors().items()}
+        out["network_evals"] = torch.tensor(self.network_evals, dtype=torch.long)
+        if self.generator is not None:
+            out["generator_state"] = self.generator.get_state()
+        return out
+
+    def load_state_tensors(self, t: dict[str, torch.Tensor]) -> None:
+        """Restore :meth:`state_tensors` (same model, estimator and settings)."""
+        self.update.load_state_tensors(t)
+        self.network_evals = int(t["network_evals"])
+        if self.generator is not None:
+            self.generator.set_state(t["generator_state"])
+
+
+class FineTuner(NestedLoop):
+    """The nested loop with fine-tuning defaults: Adam at ``lr`` 1e-4, 16 samples per
+    micro-batch, no copy of the weights per update. See the module docstring."""
+
+    def __init__(
+        self,
+        sampler: GaussianChain,
+        objective: Objective,
+        estimator: Estimator,
+        *,
+        batch_size: int = 16,
+        lr: float | StepSize = 1e-4,
+        optimizer="adam",
+        accumulate: int = 1,
+        params=None,
+        generator: torch.Generator | None = None,
+        seed: int = 0,
+        record_theta: bool = False,
+    ):
+        super().__init__(
+            sampler,
+            objective,
+            estimator,
+            batch_size=batch_size,
+            lr=lr,
+            optimizer=optimizer,
+            accumulate=accumulate,
+            params=params,
+            generator=generator,
+            seed=seed,
+            record_theta=record_theta,
+        )

@@ -123,3 +123,6 @@ class LearnableCosineSchedule(NoiseSchedule):
         u = torch.arange(self.num_train_steps + 1, dtype=start.dtype, device=start.device)
         u = start + u / self.num_train_steps * (end - start)
         return _alphabar_from_f(_cosine_f(u, eps, tau))
+
+
+NOISE_SCHEDULES = {"linear": LinearSchedule, "cosine": CosineSchedule}

@@ -3,37 +3,32 @@
 An estimator combines a sampler and an objective into a scalar whose
 ``.backward()`` leaves the gradient estimate of l(theta) in the sampler's
 parameters' ``.grad``, so any torch optimiser, gradient accumulation or DDP works
-unchanged. Swapping an estimator is one argument.
+unchanged. Swapping an estimator is one argument. :class:`Estimator` is the shared
+contract (docs/methods.md section 3.7); :data:`ESTIMATORS` names them.
 """
 
-from sampleopt.estimators.adjoint import AdjointEstimator, path_gradient
-from sampleopt.estimators.common import estimate_path_kl
+from sampleopt.estimators.adjoint import AdjointEstimator
+from sampleopt.estimators.base import Estimator, resolve_params, surrogate_from_grads
 from sampleopt.estimators.covariance import CovarianceEstimator
 from sampleopt.estimators.exact import exact_moments, exact_objective
+from sampleopt.estimators.registry import ESTIMATORS, make_estimator
 from sampleopt.estimators.score_function import Rollout, ScoreFunctionEstimator
 from sampleopt.estimators.unrolled import TruncatedEstimator, UnrolledEstimator
 from sampleopt.estimators.zeroth_order import ZerothOrderEstimator
-
-ESTIMATORS = {
-    "covariance": CovarianceEstimator,
-    "unrolled": UnrolledEstimator,
-    "truncated": TruncatedEstimator,
-    "adjoint": AdjointEstimator,
-    "score-function": ScoreFunctionEstimator,
-    "zeroth-order": ZerothOrderEstimator,
-}
 
 __all__ = [
     "ESTIMATORS",
     "AdjointEstimator",
     "CovarianceEstimator",
+    "Estimator",
     "Rollout",
     "ScoreFunctionEstimator",
     "TruncatedEstimator",
     "UnrolledEstimator",
     "ZerothOrderEstimator",
     "exact_moments",
-    "estimate_path_kl",
     "exact_objective",
-    "path_gradient",
+    "make_estimator",
+    "resolve_params",
+    "surrogate_from_grads",
 ]

@@ -1,6 +1,6 @@
 """The discrete adjoint: the unrolled gradient with O(K x state) memory.
 
-Forward without a graph, storing x_0 .. x_K (methods.md 3.3). Backward from
+Forward without a graph, storing x_0 .. x_K (docs/methods.md section 3.3). Backward from
 a_K = grad_x(-mean r(x_K)): for k = K-1 .. 0, one vector-Jacobian product of the
 step's mean at the stored x_k gives
 
@@ -26,70 +26,55 @@ any optimiser, gradient accumulation and DDP like every other estimator.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 
 from sampleopt.errors import UsageError
-from sampleopt.estimators.common import (
-    check_pathwise_call,
-    checked_rewards,
-    is_deterministic,
-    kl_step_cost,
-    path_kl_reference,
-    require_reward_gradient,
-    resolve_params,
-    stochastic_scale,
-    surrogate_from_grads,
-)
+from sampleopt.estimators.base import Call, Estimator, surrogate_from_grads
+from sampleopt.objectives.divergences import is_deterministic
 from sampleopt.objectives.objective import Objective
 from sampleopt.samplers.chain import GaussianChain
 
 STATE_STORAGE = ("all", "sqrt")
 
 
-class AdjointEstimator:
-    """Adjoint gradient of -mean r(x_K) (+ lam * path KL to ``reference``).
+class AdjointEstimator(Estimator):
+    """Adjoint gradient of -mean r(x_K) (+ lam * the objective's path KL).
 
     ``states="all"`` keeps x_0 .. x_K (K + 1 states); ``states="sqrt"`` keeps about
     sqrt(K) of them with the random generator's state there, and recomputes each
     segment's states (the same noise, replayed) in the backward sweep: about 2 sqrt(K)
     states in memory for one more forward pass. Choose "sqrt" when K x state no longer
     fits beside one step's activations (long chains of images).
+
+    :meth:`path_gradient` takes the same sweep along a path sampled earlier: the update
+    of finite-time Implicit Diffusion (:class:`~sampleopt.QueuedImplicitDiffusion`).
     """
 
-    name = "adjoint"
-    last_rewards: torch.Tensor | None = None
+    name: ClassVar[str] = "adjoint"
+    needs_reward_gradient: ClassVar[bool] = True
+    evals_per_step: ClassVar[int] = 2  # sampling, then the recomputed step of the sweep
+    supports_stored_paths: ClassVar[bool] = True
 
-    def __init__(self, reference: GaussianChain | None = None, *, states: str = "all"):
+    def __init__(self, *, states: str = "all"):
         if states not in STATE_STORAGE:
             raise UsageError(f"states must be one of {', '.join(STATE_STORAGE)}, got {states!r}")
-        self.reference = reference
         self.states = states
 
-    def loss(
-        self,
-        sampler: GaussianChain,
-        objective: Objective,
-        *,
-        n: int,
-        generator: torch.Generator | None = None,
-        x0: torch.Tensor | None = None,
-        samples: torch.Tensor | None = None,
-        reference_samples: torch.Tensor | None = None,
-        params=None,
-    ) -> torch.Tensor:
-        """Surrogate loss; ``params`` (default: all the sampler's trainable parameters)
-        are the tensors that receive the gradient."""
-        check_pathwise_call(self.name, objective, samples)
-        params = resolve_params(self.name, sampler, params)
-        reference = path_kl_reference(self.name, sampler, objective, self.reference)
+    def options(self) -> dict:
+        return {"states": self.states}
+
+    def _loss(self, call: Call) -> torch.Tensor:
+        sampler, params, generator = call.sampler, call.params, call.generator
         K = sampler.num_steps
         length = K if self.states == "all" else max(1, math.isqrt(K))
         if self.states == "sqrt" and generator is None:  # a generator whose state can replay
             generator = torch.Generator(device=params[0].device)
             generator.manual_seed(int(torch.randint(0, 2**62, ())))
+            call.generator = generator
         with torch.no_grad():  # forward: keep the states (or every length-th one)
-            x = sampler.sample_x0(n, generator) if x0 is None else x0.detach()
+            x = call.start()
             starts = list(range(0, K, length))
             marks = {}
             block = None
@@ -99,12 +84,10 @@ class AdjointEstimator:
             for k in range(K):
                 if self.states == "sqrt" and k % length == 0:
                     marks[k] = (x.clone(), generator.get_state())
-                noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-                x = sampler.step(x, k, noise)
+                x = sampler.step(x, k, call.noise(x))
                 if block is not None:
                     block[k + 1] = x
-        a, value, r = _terminal_adjoint(self.name, objective, x)
-        self.last_rewards = r
+        a, value = self._terminal_adjoint(call.objective, x)
         grads = [torch.zeros_like(p) for p in params]
         kl = torch.zeros((), dtype=value.dtype, device=value.device)
         for c in reversed(starts):
@@ -112,9 +95,36 @@ class AdjointEstimator:
                 seg = self._replay(sampler, c, min(c + length, K), *marks.pop(c))
             else:
                 seg = block
-            a, cost = _sweep(sampler, reference, objective.lam, seg, c, a, params, grads)
+            a, cost = _sweep(call, seg, c, a, grads)
             kl = kl + cost
-        return surrogate_from_grads(params, grads, value + objective.lam * kl)
+        return surrogate_from_grads(params, grads, value + call.lam * kl)
+
+    def path_gradient(
+        self, sampler: GaussianChain, objective: Objective, path: torch.Tensor, *, params=None
+    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """The adjoint gradient along a stored path ``path`` = x_0 .. x_K, shape
+        (K + 1, n, ...), with the sampler's *current* parameters: the vector-Jacobian
+        products of every step are taken at the stored states (docs/methods.md sections
+        3.3 and 4, finite time). Returns (gradients of ``params``, the objective's value
+        on the path, the rewards). On a path sampled at the current theta it is
+        :meth:`loss`'s gradient."""
+        K = sampler.num_steps
+        if not isinstance(path, torch.Tensor) or path.ndim < 2 or path.shape[0] != K + 1:
+            got = tuple(path.shape) if isinstance(path, torch.Tensor) else type(path).__name__
+            raise UsageError(f"a {K}-step sampler's path is a (K + 1, n, ...) tensor, got {got}")
+        call = self.check_call(sampler, objective, x0=path[0], params=params)
+        a, value = self._terminal_adjoint(objective, path[-1])
+        grads = [torch.zeros_like(p) for p in call.params]
+        _, kl = _sweep(call, path, 0, a, grads)
+        return grads, value + objective.lam * kl, self.last_rewards
+
+    def _terminal_adjoint(self, objective, x):
+        """a_K = grad_x(-mean r(x_K)) and the value -mean r (the rewards are checked)."""
+        with torch.enable_grad():
+            xk = x.detach().requires_grad_(True)
+            value = -self.rewards(objective, xk).mean()
+            (a,) = torch.autograd.grad(value, xk)
+        return a, value.detach()
 
     @staticmethod
     def _replay(sampler, start, end, x, state):
@@ -129,20 +139,10 @@ class AdjointEstimator:
         return block
 
 
-def _terminal_adjoint(name, objective, x):
-    """a_K = grad_x(-mean r(x_K)), the value -mean r and the rewards (checked)."""
-    with torch.enable_grad():
-        xk = x.detach().requires_grad_(True)
-        r = checked_rewards(objective, xk)
-        require_reward_gradient(name, r)
-        value = -r.mean()
-        (a,) = torch.autograd.grad(value, xk)
-    return a, value.detach(), r.detach()
-
-
-def _step_vjp(sampler, reference, lam, xs, k, a, params, grads):
+def _step_vjp(call: Call, xs, k, a, grads):
     """One backward step at the stored (x_k, x_{k+1}): accumulate J_theta^T a into
     grads; return a_k = J_x^T a_{k+1} (+ the path-KL cost's gradient) and the cost."""
+    sampler, path_kl = call.sampler, call.path_kl
     cost = 0.0
     with torch.enable_grad():
         xk = xs[0].detach().requires_grad_(True)
@@ -152,51 +152,22 @@ def _step_vjp(sampler, reference, lam, xs, k, a, params, grads):
         if isinstance(s, torch.Tensor) and s.requires_grad and not is_deterministic(s):
             xi = (xs[1] - m.detach()) / s.detach()  # the step's noise, recovered
             total = total + s * (xi * a).sum()
-        if reference is not None:
-            s = stochastic_scale(sampler, k)
-            c = kl_step_cost(m, reference.mean(xk, k), s).mean()
+        if path_kl is not None:
+            c = path_kl.cost(sampler, xk, k, m).mean()
             cost = c.detach()
-            total = total + lam * c
-        out = torch.autograd.grad(total, [xk, *params], allow_unused=True)
+            total = total + call.lam * c
+        out = torch.autograd.grad(total, [xk, *call.params], allow_unused=True)
     for g, gk in zip(grads, out[1:], strict=True):
         if gk is not None:
             g.add_(gk)
     return out[0], cost
 
 
-def path_gradient(
-    sampler: GaussianChain,
-    objective: Objective,
-    path: torch.Tensor,
-    *,
-    params=None,
-    reference: GaussianChain | None = None,
-) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-    """The adjoint gradient along a stored path ``path`` = x_0 .. x_K, shape
-    (K + 1, n, ...), with the sampler's *current* parameters: the vector-Jacobian
-    products of every step are taken at the stored states (methods.md 3.3 and 4,
-    finite time). Returns (gradients of ``params``, the objective's value on the path,
-    the rewards). Finite-time Implicit Diffusion uses it on paths sampled while theta
-    moved; on a path sampled at the current theta it is :class:`AdjointEstimator`'s
-    gradient."""
-    params = resolve_params("adjoint", sampler, params)
-    check_pathwise_call("adjoint", objective, None)
-    reference = path_kl_reference("adjoint", sampler, objective, reference)
-    K = sampler.num_steps
-    if path.shape[0] != K + 1:
-        raise UsageError(f"the path has {path.shape[0]} states; a {K}-step sampler needs {K + 1}")
-    a, value, r = _terminal_adjoint("adjoint", objective, path[-1])
-    grads = [torch.zeros_like(p) for p in params]
-    _, kl = _sweep(sampler, reference, objective.lam, path, 0, a, params, grads)
-    return grads, value + objective.lam * kl, r
-
-
-def _sweep(sampler, reference, lam, block, start, a, params, grads):
+def _sweep(call: Call, block, start, a, grads):
     """The backward sweep over the steps start .. start + len(block) - 2 whose states
     block holds: accumulates into grads; returns a_start and the path-KL cost."""
     kl = 0.0
     for k in reversed(range(start, start + block.shape[0] - 1)):
-        xs = (block[k - start], block[k - start + 1])
-        a, cost = _step_vjp(sampler, reference, lam, xs, k, a, params, grads)
+        a, cost = _step_vjp(call, (block[k - start], block[k - start + 1]), k, a, grads)
         kl = kl + cost
     return a, kl

@@ -4,9 +4,11 @@ For a Gibbs law pi_theta ∝ exp(-V_theta) and any h independent of theta,
 
     grad_theta E_{pi_theta}[h] = -Cov_{pi_theta}(h, grad_theta V_theta)
 
-(methods.md 3.5; Marion et al. 2025, eq. (6) and section 3.2 — this is what
+(docs/methods.md section 3.5; Marion et al. 2025, eq. (6) and section 3.2 — this is what
 implicit differentiation of sampling-as-optimisation gives). With the KL terms,
 for l = -E[r] + lam * D:
+
+with D the objective's :class:`~sampleopt.GibbsKL` in either direction,
 
 * forward, D = KL(pi_theta || pi_ref):  grad l = Cov(r + lam (V_theta - V_ref), grad V_theta)
 * reverse, D = KL(pi_ref || pi_theta):  grad l = Cov(r, grad V_theta)
@@ -31,21 +33,26 @@ step gamma is O(gamma) away from pi_theta.
 from __future__ import annotations
 
 import contextlib
+from typing import ClassVar
 
 import torch
 
 from sampleopt.errors import UsageError
+from sampleopt.estimators.base import Estimator, restricted
+from sampleopt.objectives.divergences import GibbsKL
 from sampleopt.objectives.objective import Objective
 from sampleopt.samplers.langevin import LangevinSampler
 from sampleopt.samplers.potentials import Potential
 
 
-class CovarianceEstimator:
+class CovarianceEstimator(Estimator):
     """Covariance estimator of grad l(theta) from samples of pi_theta (and of pi_ref
     for the reverse KL)."""
 
-    name = "covariance"
-    last_rewards: torch.Tensor | None = None  # rewards of the samples of the last call
+    name: ClassVar[str] = "covariance"
+    needs_langevin: ClassVar[bool] = True
+    divergences: ClassVar[tuple] = (GibbsKL,)
+    min_samples: ClassVar[int] = 2
 
     def weights(
         self,
@@ -56,16 +63,20 @@ class CovarianceEstimator:
         rewards: torch.Tensor | None = None,
         reference_samples: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Per-sample weights (w, u): grad l ≈ sum_i w_i grad V(x_i) + sum_j u_j grad V(x_ref_j)."""
+        """Per-sample weights (w, u): grad l ≈ sum_i w_i grad V(x_i) + sum_j u_j grad V(x_ref_j).
+
+        ``rewards`` are taken as given (Implicit Diffusion checks them once per block);
+        :meth:`loss` checks them itself."""
         n = x.shape[0]
         if n < 2:
             raise UsageError("the covariance estimator needs at least 2 samples")
+        kl = objective.gibbs_kl
         # no_grad only when needed: this runs once per Implicit Diffusion iteration
         with torch.no_grad() if torch.is_grad_enabled() else contextlib.nullcontext():
             h = objective.rewards(x) if rewards is None else rewards
             self.last_rewards = h
-            if objective.lam > 0 and objective.kl == "forward":
-                h = h + objective.lam * (potential(x) - objective.reference(x))
+            if kl is not None and kl.direction == "forward":
+                h = h + objective.lam * (potential(x) - kl.reference(x))
             c = 1.0 / (n - 1)
             w = h.mul(c).sub_(h.sum(), alpha=c / n)  # (h - mean h) / (n - 1)
             u = None
@@ -128,26 +139,33 @@ class CovarianceEstimator:
         reference_samples: torch.Tensor | None = None,
         n: int | None = None,
         generator: torch.Generator | None = None,
+        params=None,
     ) -> torch.Tensor:
         """Surrogate loss whose gradient in theta is the estimate.
 
         Pass ``samples`` (e.g. persistent particles), or ``n`` to draw them with a
-        full run of ``sampler`` (no gradient flows through the sampling).
+        full run of ``sampler`` (no gradient flows through the sampling); for the
+        reverse KL, ``reference_samples`` of pi_ref (drawn the same way when omitted).
         """
-        potential = sampler.potential
-        if samples is None:
-            if n is None:
-                raise UsageError("pass samples=... or the number of samples n=...")
-            with torch.no_grad():
-                samples = sampler.sample(n, generator=generator)
+        call = self.check_call(sampler, objective, n=n, x0=samples, params=params)
+        if reference_samples is not None:
+            if not objective.needs_reference_samples:
+                raise UsageError("reference_samples are used only by the reverse Gibbs KL")
+            self._check_start(sampler, None, reference_samples)
+        with torch.no_grad():
+            if samples is None:
+                samples = sampler.sample(call.n, generator=generator)
             if objective.needs_reference_samples and reference_samples is None:
-                with torch.no_grad():
-                    reference_samples = sampler.with_potential(objective.reference).sample(
-                        n, generator=generator
-                    )
+                reference = sampler.with_potential(objective.gibbs_kl.reference)
+                reference_samples = reference.sample(call.n, generator=generator)
         x = samples.detach()
-        w, u = self.weights(potential, objective, x, reference_samples=reference_samples)
-        loss = (w * potential(x)).sum()
-        if u is not None:
-            loss = loss + (u * potential(reference_samples.detach())).sum()
-        return loss
+        rewards = self.rewards(objective, x)
+        potential = sampler.potential
+        w, u = self.weights(
+            potential, objective, x, rewards=rewards, reference_samples=reference_samples
+        )
+        with torch.enable_grad():
+            loss = (w * potential(x)).sum()
+            if u is not None:
+                loss = loss + (u * potential(reference_samples.detach())).sum()
+            return restricted(call, loss)

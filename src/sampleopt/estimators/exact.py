@@ -1,4 +1,4 @@
-"""The exact oracle for linear-Gaussian chains (methods.md 2).
+"""The exact oracle for linear-Gaussian chains (docs/methods.md section 2).
 
 A chain whose mean is affine in x, m_theta(x, k) = A_k x + b_k (A_k, b_k depending on
 theta), started from x_0 ~ N(m_0, S_0), stays Gaussian:
@@ -7,7 +7,8 @@ theta), started from x_0 ~ N(m_0, S_0), stays Gaussian:
 
 so for a quadratic reward r(x) = a^T x + x^T Q x,
 E[r(x_K)] = a^T m_K + m_K^T Q m_K + tr(Q S_K), and the path KL to a reference chain
-with the same noise (methods.md 1) is, with D_k = A_k - A_k^ref and d_k = b_k - b_k^ref,
+with the same noise (docs/methods.md section 1) is, with D_k = A_k - A_k^ref and
+d_k = b_k - b_k^ref,
 
     sum_k ( |D_k m_k + d_k|^2 + tr(D_k S_k D_k^T) ) / (2 s_k^2).
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from sampleopt.errors import UsageError
-from sampleopt.estimators.common import is_deterministic
+from sampleopt.objectives.divergences import is_deterministic
 from sampleopt.samplers.chain import GaussianChain
 
 

@@ -1,7 +1,7 @@
 """Score-function (REINFORCE) gradients: no gradient of the reward needed.
 
 For a Gaussian chain the path density factorises into the steps'
-N(x_{k+1}; m_theta(x_k, k), s_k^2 I), so (methods.md 3.4; Williams 1992; DDPO,
+N(x_{k+1}; m_theta(x_k, k), s_k^2 I), so (docs/methods.md section 3.4; Williams 1992; DDPO,
 Black et al. 2023, eq. 3)
 
     grad E[f] = E[ sum_k (f - b) grad_theta log N(x_{k+1}; m_theta(x_k, k), s_k^2 I) ]
@@ -33,20 +33,12 @@ dimension) is the price.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from sampleopt.errors import UsageError
-from sampleopt.estimators.common import (
-    check_no_given_samples,
-    check_path_kl,
-    checked_rewards,
-    is_deterministic,
-    kl_step_cost,
-    path_kl_reference,
-    resolve_params,
-    surrogate_from_grads,
-)
+from sampleopt.estimators.base import Call, Estimator, surrogate_from_grads
 from sampleopt.objectives.objective import Objective
 from sampleopt.samplers.chain import GaussianChain
 
@@ -80,68 +72,55 @@ def _log_density(x_next, m, s) -> torch.Tensor:
     return -sq
 
 
-class ScoreFunctionEstimator:
+class ScoreFunctionEstimator(Estimator):
     """REINFORCE with a leave-one-out baseline; ``clip`` for DDPO's PPO variant."""
 
-    name = "score-function"
-    last_rewards: torch.Tensor | None = None
+    name: ClassVar[str] = "score-function"
+    needs_noise: ClassVar[bool] = True
+    evals_per_step: ClassVar[int] = 2  # the rollout, then each step's log-density
     last_rollout: Rollout | None = None
 
-    def __init__(
-        self,
-        reference: GaussianChain | None = None,
-        *,
-        baseline: str = "loo",
-        clip: float | None = None,
-    ):
+    def __init__(self, *, baseline: str = "loo", clip: float | None = None):
         if baseline not in BASELINES:
             raise UsageError(f"unknown baseline {baseline!r}; choose one of {', '.join(BASELINES)}")
-        if clip is not None and not (isinstance(clip, int | float) and 0 < clip < 1):
+        if clip is not None and (
+            isinstance(clip, bool) or not (isinstance(clip, int | float) and 0 < clip < 1)
+        ):
             raise UsageError(f"clip must be a number in (0, 1) or None, got {clip!r}")
-        self.reference = reference
         self.baseline = baseline
         self.clip = None if clip is None else float(clip)
+        self.min_samples = 2 if baseline == "loo" else 1
 
-    def _check_noise(self, sampler: GaussianChain) -> None:
-        for k in range(sampler.num_steps):
-            if is_deterministic(sampler.noise_scale(k)):
-                raise UsageError(
-                    f"the score-function estimator needs noise at every step, but step {k} of "
-                    f"{type(sampler).__name__} is deterministic (s_k = 0): its transition has "
-                    "no density to differentiate. Use a sampler with noise at every step "
-                    "(ReverseSDESampler, or a chain that stops before clean data) or a "
-                    "pathwise estimator (unrolled, adjoint) with a differentiable reward"
-                )
+    def options(self) -> dict:
+        return {"baseline": self.baseline, "clip": self.clip}
 
     def rollout(
         self,
         sampler: GaussianChain,
         objective: Objective,
         *,
-        n: int,
+        n: int | None = None,
         generator: torch.Generator | None = None,
         x0: torch.Tensor | None = None,
     ) -> Rollout:
         """Draw n paths at the current parameters (no graph) for :meth:`loss`."""
-        check_path_kl(self.name, objective)
-        self._check_noise(sampler)
-        reference = path_kl_reference(self.name, sampler, objective, self.reference)
+        return self._rollout(self.check_call(sampler, objective, n=n, x0=x0, generator=generator))
+
+    def _rollout(self, call: Call) -> Rollout:
+        sampler, path_kl = call.sampler, call.path_kl
         with torch.no_grad():
-            x = sampler.sample_x0(n, generator) if x0 is None else x0.detach()
-            if x.shape[0] < 2 and self.baseline == "loo":
-                raise UsageError("the leave-one-out baseline needs at least 2 samples")
+            x = call.start()
             # one (K+1, n, ...) block: K small tensors would fragment the heap
             path = x.new_empty((sampler.num_steps + 1, *x.shape))
             path[0] = x
             logps, costs = [], []
             for k in range(sampler.num_steps):
                 m, s = sampler.mean(x, k), sampler.noise_scale(k)
-                if reference is not None:
-                    costs.append(kl_step_cost(m, reference.mean(x, k), s))
-                noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-                x = path[k + 1] = m + s * noise
+                if path_kl is not None:
+                    costs.append(path_kl.cost(sampler, x, k, m))
+                x = path[k + 1] = m + s * call.noise(x)
                 logps.append(_log_density(x, m, s))
-            r = checked_rewards(objective, x)
+            r = self.rewards(call.objective, x)
         return Rollout(
             path=path,
             rewards=r.detach(),
@@ -157,31 +136,32 @@ class ScoreFunctionEstimator:
         n: int | None = None,
         generator: torch.Generator | None = None,
         x0: torch.Tensor | None = None,
-        samples: torch.Tensor | None = None,
-        reference_samples: torch.Tensor | None = None,
         params=None,
         rollout: Rollout | None = None,
     ) -> torch.Tensor:
         """Surrogate loss on a fresh rollout of n paths, or on a given ``rollout``."""
-        check_no_given_samples(self.name, samples)
-        check_path_kl(self.name, objective)
-        params = resolve_params(self.name, sampler, params)
-        reference = path_kl_reference(self.name, sampler, objective, self.reference)
         if rollout is None:
-            if n is None:
-                raise UsageError("pass the number of paths n=... (or a rollout=...)")
-            rollout = self.rollout(sampler, objective, n=n, generator=generator, x0=x0)
-        else:  # (a fresh rollout checks the noise itself)
-            self._check_noise(sampler)
-            if len(rollout.path) != sampler.num_steps + 1:
-                raise UsageError(
-                    f"the rollout has {len(rollout.path) - 1} steps, the sampler "
-                    f"{sampler.num_steps}"
-                )
-            if (rollout.costs is None) != (reference is None):
-                raise UsageError("the rollout was drawn with a different lam (path KL on/off)")
+            return super().loss(sampler, objective, n=n, generator=generator, x0=x0, params=params)
+        if not isinstance(rollout, Rollout):
+            raise UsageError(f"rollout must be a Rollout, got {type(rollout).__name__}")
+        if n is not None or x0 is not None:
+            raise UsageError("pass either a rollout or n / x0, not both")
+        call = self.check_call(sampler, objective, x0=rollout.path[0], params=params)
+        if len(rollout.path) != sampler.num_steps + 1:
+            raise UsageError(
+                f"the rollout has {len(rollout.path) - 1} steps, the sampler {sampler.num_steps}"
+            )
+        if (rollout.costs is None) != (call.path_kl is None):
+            raise UsageError("the rollout was drawn with a different lam (path KL on/off)")
+        return self._surrogate(call, rollout)
+
+    def _loss(self, call: Call) -> torch.Tensor:
+        return self._surrogate(call, self._rollout(call))
+
+    def _surrogate(self, call: Call, rollout: Rollout) -> torch.Tensor:
+        sampler, path_kl, params = call.sampler, call.path_kl, call.params
         self.last_rollout, self.last_rewards = rollout, rollout.rewards
-        lam, K = objective.lam, sampler.num_steps
+        lam, K = call.lam, sampler.num_steps
         # cost to go after step k: -r(x_K) + lam * sum_{j > k} c_j(x_j), shape (n, K)
         w = (-rollout.rewards)[:, None].expand(-1, K)
         if rollout.costs is not None:
@@ -202,8 +182,8 @@ class ScoreFunctionEstimator:
                     ratio = torch.exp(logp - rollout.log_probs[:, k])
                     clipped = ratio.clamp(1 - self.clip, 1 + self.clip)
                     step = torch.maximum(adv * ratio, adv * clipped).mean()
-                if reference is not None:  # the running cost's direct dependence on theta
-                    step = step + lam * kl_step_cost(m, reference.mean(xk, k), s).mean()
+                if path_kl is not None:  # the running cost's direct dependence on theta
+                    step = step + lam * path_kl.cost(sampler, xk, k, m).mean()
                 out = torch.autograd.grad(step, params, allow_unused=True)
             for g, gk in zip(grads, out, strict=True):
                 if gk is not None:

@@ -1,6 +1,6 @@
 """Zeroth-order gradients: two evaluations of the loss, no derivative of anything.
 
-Two-point Gaussian smoothing (Nesterov & Spokoiny 2017; methods.md 3.6): with
+Two-point Gaussian smoothing (Nesterov & Spokoiny 2017; docs/methods.md section 3.6): with
 u ~ N(0, I) over all the chosen parameters,
 
     g = (l_hat(theta + delta u) - l_hat(theta - delta u)) / (2 delta) * u,
@@ -21,68 +21,43 @@ sampler, never for a whole network.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 
 from sampleopt.errors import UsageError
-from sampleopt.estimators.common import (
-    check_no_given_samples,
-    check_path_kl,
-    checked_rewards,
-    path_kl_reference,
-    resolve_params,
-    run_with_path_cost,
-    surrogate_from_grads,
-)
-from sampleopt.objectives.objective import Objective
-from sampleopt.samplers.chain import GaussianChain
+from sampleopt.estimators.base import Call, Estimator, surrogate_from_grads
+from sampleopt.objectives.divergences import run_with_path_cost
 
 
-class ZerothOrderEstimator:
+class ZerothOrderEstimator(Estimator):
     """Two-point random-direction finite differences with common random numbers."""
 
-    name = "zeroth-order"
-    last_rewards: torch.Tensor | None = None
+    name: ClassVar[str] = "zeroth-order"
 
-    def __init__(
-        self,
-        reference: GaussianChain | None = None,
-        *,
-        delta: float = 1e-2,
-        directions: int = 1,
-    ):
-        if not (isinstance(delta, int | float) and math.isfinite(delta) and delta > 0):
+    def __init__(self, *, delta: float = 1e-2, directions: int = 1):
+        if isinstance(delta, bool) or not (
+            isinstance(delta, int | float) and math.isfinite(delta) and delta > 0
+        ):
             raise UsageError(f"delta must be a finite number > 0, got {delta!r}")
         if not (
             isinstance(directions, int) and not isinstance(directions, bool) and directions >= 1
         ):
             raise UsageError(f"directions must be an integer >= 1, got {directions!r}")
-        self.reference = reference
         self.delta = float(delta)
         self.directions = directions
 
-    def loss(
-        self,
-        sampler: GaussianChain,
-        objective: Objective,
-        *,
-        n: int,
-        generator: torch.Generator | None = None,
-        x0: torch.Tensor | None = None,
-        samples: torch.Tensor | None = None,
-        reference_samples: torch.Tensor | None = None,
-        params=None,
-    ) -> torch.Tensor:
-        check_no_given_samples(self.name, samples)
-        check_path_kl(self.name, objective)
-        params = resolve_params(self.name, sampler, params)
-        reference = path_kl_reference(self.name, sampler, objective, self.reference)
+    def options(self) -> dict:
+        return {"delta": self.delta, "directions": self.directions}
+
+    def network_evals(self, sampler, n: int) -> int:
+        return 2 * self.directions * sampler.num_steps * n  # two chains per direction
+
+    def _loss(self, call: Call) -> torch.Tensor:
+        params, generator = call.params, call.generator
         with torch.no_grad():
-            x0 = sampler.sample_x0(n, generator) if x0 is None else x0.detach()
-            noises = [  # common random numbers for every evaluation
-                torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
-                for _ in range(sampler.num_steps)
-            ]
+            x0 = call.start()
+            noises = [call.noise(x0) for _ in range(call.sampler.num_steps)]  # common numbers
             originals = [p.detach().clone() for p in params]
             grads = [torch.zeros_like(p) for p in params]
             values, rewards = [], []
@@ -96,7 +71,7 @@ class ZerothOrderEstimator:
                     for sign in (1.0, -1.0):
                         for p, o, u in zip(params, originals, us, strict=True):
                             p.copy_(o + (sign * self.delta) * u)
-                        value, r = self._evaluate(sampler, objective, reference, x0, noises)
+                        value, r = self._evaluate(call, x0, noises)
                         pair.append(value)
                         values.append(value)
                         rewards.append(r)
@@ -109,9 +84,8 @@ class ZerothOrderEstimator:
         self.last_rewards = torch.stack(rewards).mean(0)
         return surrogate_from_grads(params, grads, torch.stack(values).mean())
 
-    @staticmethod
-    def _evaluate(sampler, objective, reference, x, noises):
+    def _evaluate(self, call: Call, x, noises):
         """l_hat at the current parameters with the given x_0 and noise."""
-        x, cost = run_with_path_cost(sampler, reference, x, noises)
-        r = checked_rewards(objective, x)
-        return -r.mean() + objective.lam * cost.mean(), r
+        x, cost = run_with_path_cost(call.sampler, call.path_kl, x, noises)
+        r = self.rewards(call.objective, x)
+        return -r.mean() + call.lam * cost.mean(), r

@@ -27,22 +27,20 @@ KL = E_{pi_theta}[V_ref - V_theta], estimated with the particles.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 
 import torch
-from tqdm import tqdm
 
 from sampleopt.algorithms import History, ImplicitDiffusion, NestedLoop, StepSize
 from sampleopt.algorithms.implicit_diffusion import ORDERS
 from sampleopt.algorithms.step_size import SCHEDULES
-from sampleopt.config import to_dict
-from sampleopt.errors import SampleoptError, UsageError
+from sampleopt.errors import UsageError
 from sampleopt.estimators import CovarianceEstimator, UnrolledEstimator
 from sampleopt.experiments.base import Experiment
-from sampleopt.objectives import KL_DIRECTIONS, HexReward, Objective
-from sampleopt.plots import density_plot, line_plot
-from sampleopt.rundir import RunDir, load_checkpoint
+from sampleopt.experiments.langevin_hex_report import plots_and_report
+from sampleopt.experiments.runner import Runner
+from sampleopt.objectives import KL_DIRECTIONS, GibbsKL, HexReward, Objective
+from sampleopt.rundir import RunDir
 from sampleopt.samplers import GaussianMixturePotential, LangevinSampler, hex_centres
 
 THETA_0 = (1.5, 0.0, 1.5, 0.0, 1.5, 0.0)
@@ -110,12 +108,12 @@ def make_potential(theta=THETA_0) -> GaussianMixturePotential:
     return GaussianMixturePotential(hex_centres(4.0), torch.tensor(theta))
 
 
-class _Runner:
-    """One langevin-hex run: holds the run folder, progress bar and summary."""
+class _Runner(Runner):
+    """One langevin-hex run, in the shared runner skeleton."""
 
     def __init__(self, cfg: LangevinHexConfig, rd: RunDir, progress: bool, resume: bool):
-        self.cfg, self.rd = cfg, rd
-        self.resume_state = self._read_checkpoint() if resume else None
+        super().__init__("langevin-hex", cfg, rd, progress=progress, resume=resume)
+        self.resume_state = self._read_checkpoint()
         self.reference = make_potential()
         self.centres = hex_centres(4.0)
         # the bar counts Langevin steps: each persistent or fresh chain's steps, the
@@ -126,9 +124,7 @@ class _Runner:
         if cfg.compare:
             total += iters + 2 * (iters // cfg.compare_steps) * cfg.compare_steps
             total += 6 * cfg.eval_steps
-        self.bar = tqdm(total=total, unit="step", disable=not progress, desc="langevin-hex")
-        self.summary: dict = {"experiment": "langevin-hex", "status": "running", "seed": cfg.seed}
-        self.timings: dict[str, float] = {}
+        self.progress_bar = self.bar(total, unit="step")
 
     # -- helpers -----------------------------------------------------------------
     def generator(self, phase: int) -> torch.Generator:
@@ -161,7 +157,7 @@ class _Runner:
             ]
             self.rd.log_metrics(rows)
             done = int(hist.sampling_steps[-1])
-            self.bar.update(done - state["steps"])
+            self.progress_bar.update(done - state["steps"])
             state["steps"] = done
             if every_ckpt is not None:
                 state["since_ckpt"] += len(hist)
@@ -172,24 +168,18 @@ class _Runner:
         return callback
 
     def checkpoint(self, alg: ImplicitDiffusion) -> None:
-        meta = {
-            "experiment": "langevin-hex",
-            "iteration": alg.iteration,
-            "sampler": "LangevinSampler(GaussianMixturePotential(hex_centres(4.0), logits))",
-            "config": to_dict(self.cfg),
-        }
-        self.rd.save_checkpoint(alg.state_tensors(), meta)
+        self.save_checkpoint(
+            alg.state_tensors(),
+            iteration=alg.iteration,
+            sampler="LangevinSampler(GaussianMixturePotential(hex_centres(4.0), logits))",
+        )
 
     def _read_checkpoint(self):
         """The main run's checkpoint and its metrics rows, for a resume."""
-        if not self.rd.file("checkpoint.safetensors").exists():
-            return None  # failed before the first checkpoint: start again
-        tensors, meta = load_checkpoint(self.rd.path)
-        if meta.get("experiment") != "langevin-hex":
-            raise UsageError(
-                f"checkpoint in {self.rd.path} is from experiment {meta.get('experiment')!r}, "
-                "not langevin-hex"
-            )
+        saved = self.read_checkpoint()
+        if saved is None:
+            return None  # not resuming, or failed before the first checkpoint: start again
+        tensors, _ = saved
         done = int(tensors["iteration"])
         rows = self.rd.keep_metrics(lambda r: r.get("run") == "main" and r["step"] <= done)
         if [r["step"] for r in rows] != list(range(1, done + 1)):
@@ -209,7 +199,7 @@ class _Runner:
         """Mean reward of a fresh Langevin run under ``potential``; weights; KL to ref."""
         sampler = self.sampler(potential, self.cfg.eval_steps)
         x = sampler.sample(self.cfg.n_particles, generator=gen)
-        self.bar.update(self.cfg.eval_steps)
+        self.progress_bar.update(self.cfg.eval_steps)
         return {"reward_mean": float(reward(x).mean()), **self.describe(potential, x)}
 
     @torch.no_grad()
@@ -225,20 +215,16 @@ class _Runner:
             "kl_to_reference_se": float(log_ratio.std() / math.sqrt(x.shape[0])),
         }
 
-    def write_summary(self) -> None:
-        self.summary["timings_s"] = self.timings
-        self.rd.write_json("summary.json", self.summary)
-
     # -- phases ------------------------------------------------------------------
     def implicit(self, run: str, reward, lam: float, kl: str, phase: int, ckpt: bool, resume=None):
         cfg = self.cfg
         potential = make_potential()
-        objective = Objective(reward, lam=lam, kl=kl, reference=self.reference)
+        objective = Objective(reward, lam=lam, divergence=GibbsKL(self.reference, kl))
         alg = ImplicitDiffusion(
             self.sampler(potential),
             objective,
             n_particles=cfg.n_particles,
-            step_size=StepSize(cfg.eta, cfg.schedule),
+            lr=StepSize(cfg.eta, cfg.schedule),
             generator=self.generator(phase),
             order=cfg.order,
         )
@@ -246,7 +232,7 @@ class _Runner:
         if resume is not None:
             tensors, prior = resume
             alg.load_state_tensors(tensors)
-            self.bar.update(alg.iteration)
+            self.progress_bar.update(alg.iteration)
         every = max(cfg.checkpoint_every, cfg.log_every) if ckpt else None
         hist = alg.run(
             cfg.iterations - alg.iteration, block=cfg.log_every, callback=self.logger(run, every)
@@ -256,7 +242,7 @@ class _Runner:
         if ckpt:
             self.checkpoint(alg)
         if objective.needs_reference_samples:  # the frozen reference chain's steps
-            self.bar.update(cfg.iterations)
+            self.progress_bar.update(cfg.iterations)
         return alg, hist
 
     def nested(self, run: str, estimator, phase: int):
@@ -267,41 +253,35 @@ class _Runner:
             self.sampler(potential, cfg.compare_steps),
             objective,
             estimator,
-            n_samples=cfg.n_particles,
-            step_size=StepSize(cfg.baseline_eta, cfg.schedule),
+            batch_size=cfg.n_particles,
+            lr=StepSize(cfg.baseline_eta, cfg.schedule),
             generator=self.generator(phase),
         )
         hist = loop.run(cfg.iterations // cfg.compare_steps, callback=self.logger(run))
         return potential, hist
 
-    def run(self) -> dict:
-        cfg = self.cfg
-        try:
+    def execute(self) -> None:
+        with self.timed("main"):
             self._main()
-            if cfg.compare:
-                self._compare()
-            if cfg.lam_sweep:
-                self._lam_sweep()
-            self.summary["status"] = "done"
-        except (SampleoptError, KeyboardInterrupt) as exc:
-            self.summary["status"] = "failed"
-            self.summary["error"] = str(exc) or type(exc).__name__
-            raise
-        finally:
-            self.bar.close()
-            self.write_summary()
-        self._plots_and_report()
         self.write_summary()
-        return self.summary
+        if self.cfg.compare:
+            with self.timed("compare"):
+                self._compare()
+            self.write_summary()
+        if self.cfg.lam_sweep:
+            with self.timed("lam_sweep"):
+                self._lam_sweep()
+            self.write_summary()
+
+    def report(self) -> str:
+        return plots_and_report(self)
 
     def _main(self):
         cfg = self.cfg
-        t0 = time.perf_counter()
         reward = self.reward(cfg.reward == "smooth")
         alg, hist = self.implicit(
             "main", reward, cfg.lam, cfg.kl, phase=0, ckpt=True, resume=self.resume_state
         )
-        self.timings["main"] = time.perf_counter() - t0
         with torch.no_grad():
             final = float(reward(alg.particles).mean())
         self.main = (alg, hist)
@@ -314,29 +294,28 @@ class _Runner:
                 "iterations": alg.iteration,
             }
         )
-        self.write_summary()
 
     def _compare(self):
         cfg = self.cfg
-        t0 = time.perf_counter()
         smooth = self.reward(smooth=True)
         hard = self.reward(smooth=False)
         curves, table = {}, {}
-        alg, hist = self.implicit("compare/implicit", smooth, 0.0, "forward", phase=1, ckpt=False)
-        results = [("implicit", alg.sampler.potential, hist, time.perf_counter() - t0)]
+        with self.timed("compare/implicit"):
+            alg, hist = self.implicit("compare/implicit", smooth, 0.0, "forward", 1, False)
+        results = [("implicit", alg.sampler.potential, hist)]
         for i, (name, est) in enumerate(
             [("nested", CovarianceEstimator()), ("unrolled", UnrolledEstimator())]
         ):
-            t1 = time.perf_counter()
-            pot, h = self.nested(f"compare/{name}", est, phase=2 + i)
-            results.append((name, pot, h, time.perf_counter() - t1))
-        for j, (name, pot, h, seconds) in enumerate(results):
+            with self.timed(f"compare/{name}"):
+                pot, h = self.nested(f"compare/{name}", est, phase=2 + i)
+            results.append((name, pot, h))
+        for j, (name, pot, h) in enumerate(results):
             curves[name] = (h.sampling_steps.tolist(), h.reward_mean.tolist())
             ev = self.evaluate(pot, smooth, self.generator(10 + j))
             ev["reward_mean_hard"] = self.evaluate(pot, hard, self.generator(20 + j))["reward_mean"]
             ev["theta_steps"] = len(h)
             ev["sampling_steps"] = int(h.sampling_steps[-1])
-            ev["wall_s"] = round(seconds, 3)
+            ev["wall_s"] = round(self.timings[f"compare/{name}"], 3)
             table[name] = ev
         self.summary["comparison"] = {
             "reward": "smooth",
@@ -346,12 +325,9 @@ class _Runner:
             "methods": table,
         }
         self.compare_curves = curves
-        self.timings["compare"] = time.perf_counter() - t0
-        self.write_summary()
 
     def _lam_sweep(self):
         cfg = self.cfg
-        t0 = time.perf_counter()
         reward = self.reward(cfg.reward == "smooth")
         runs = []
         for i, lam in enumerate(cfg.lam_sweep):
@@ -373,135 +349,6 @@ class _Runner:
         self.summary["reference_weights"] = [
             round(float(v), 6) for v in self.reference.weights().detach()
         ]
-        self.timings["lam_sweep"] = time.perf_counter() - t0
-        self.write_summary()
-
-    # -- report ------------------------------------------------------------------
-    def _plots_and_report(self):
-        cfg, rd = self.cfg, self.rd
-        alg, hist = self.main
-        it = hist.step.tolist()
-        line_plot(
-            rd.file("reward.png"),
-            {"Implicit Diffusion": (it, hist.reward_mean.tolist())},
-            xlabel="iteration",
-            ylabel=f"mean {cfg.reward} reward of the particles",
-            title="langevin-hex: reward",
-        )
-        w = torch.softmax(hist.theta, 1)
-        labels = [f"c{i} ({c[0]:.1f}, {c[1]:.1f})" for i, c in enumerate(self.centres.tolist())]
-        line_plot(
-            rd.file("weights.png"),
-            {labels[i]: (it, w[:, i].tolist()) for i in range(6)},
-            xlabel="iteration",
-            ylabel="mixture weight softmax(theta)_i",
-            title="langevin-hex: mixture weights",
-        )
-        density_plot(
-            rd.file("particles.png"),
-            alg.sampler.potential,
-            alg.particles,
-            title="final particles over exp(-V_theta)",
-            marks=torch.tensor([[4.0, 3.8]]),
-        )
-        figures = ["reward.png", "weights.png", "particles.png"]
-        if cfg.compare:
-            line_plot(
-                rd.file("comparison.png"),
-                self.compare_curves,
-                xlabel="sampling steps",
-                ylabel="mean smooth reward of the samples used",
-                title=f"equal sampling budget (K = {cfg.compare_steps})",
-            )
-            figures.append("comparison.png")
-        if cfg.lam_sweep:
-            curves = {}
-            for kl in KL_DIRECTIONS:
-                rows = [r for r in self.summary["lam_runs"] if r["kl"] == kl]
-                curves[f"{kl} KL: reward"] = (
-                    [r["lam"] for r in rows],
-                    [r["reward_mean"] for r in rows],
-                )
-                curves[f"{kl} KL: KL to reference"] = (
-                    [r["lam"] for r in rows],
-                    [r["kl_to_reference"] for r in rows],
-                )
-            line_plot(
-                rd.file("lam.png"),
-                curves,
-                xlabel="lam",
-                ylabel="value",
-                logx=True,
-                markers=True,
-                title="KL-regularised runs",
-            )
-            figures.append("lam.png")
-        rd.file("report.md").write_text(report_markdown(self.summary, cfg, figures))
-
-
-def _fmt_w(ws):
-    return "(" + ", ".join(f"{w:.3f}" for w in ws) + ")"
-
-
-def report_markdown(s: dict, cfg: LangevinHexConfig, figures: list[str]) -> str:
-    out = [
-        "# langevin-hex: Implicit Diffusion, experiment 5.1",
-        "",
-        f"Seed {cfg.seed}; {cfg.n_particles} particles; {cfg.iterations} iterations; "
-        f"gamma = {cfg.gamma}; eta = {cfg.eta} ({cfg.schedule}, {cfg.order} order); "
-        f"reward: {cfg.reward}; "
-        f"lam = {cfg.lam} ({cfg.kl} KL).",
-        "",
-        "## Main run",
-        "",
-        "| metric | value |",
-        "|---|---|",
-        f"| mean reward, first iteration | {s['reward_mean_initial']:.4f} |",
-        f"| mean reward, last iteration | {s['reward_mean']:.4f} |",
-        f"| mixture weights | {_fmt_w(s['mixture_weights'])} |",
-        f"| heaviest component | c{s['top_component']} at {tuple(s['top_centre'])} |",
-        f"| KL(pi_theta, pi_ref) ± SE | {s['kl_to_reference']:.4f} ± "
-        f"{s['kl_to_reference_se']:.4f} |",
-        "",
-    ]
-    if "comparison" in s:
-        c = s["comparison"]
-        out += [
-            f"## Equal sampling budget (smooth reward, K = {c['K']})",
-            "",
-            f"Each method used {cfg.iterations // c['K'] * c['K']} sampling steps; theta step "
-            f"size {cfg.eta} for Implicit Diffusion, {cfg.baseline_eta} for the baselines; "
-            f"final theta evaluated by a {c['evaluation']}.",
-            "",
-            "| method | theta steps | sampling steps | wall time (s) | eval smooth reward "
-            "| eval hard reward | weights |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for name, m in c["methods"].items():
-            out.append(
-                f"| {name} | {m['theta_steps']} | {m['sampling_steps']} | {m['wall_s']:.2f} | "
-                f"{m['reward_mean']:.4f} | {m['reward_mean_hard']:.4f} | "
-                f"{_fmt_w(m['mixture_weights'])} |"
-            )
-        out.append("")
-    if "lam_runs" in s:
-        out += [
-            "## KL-regularised runs",
-            "",
-            f"Reference weights {_fmt_w(s['reference_weights'])}.",
-            "",
-            "| lam | KL direction | reward | KL(pi_theta, pi_ref) ± SE | weights |",
-            "|---|---|---|---|---|",
-        ]
-        for r in s["lam_runs"]:
-            out.append(
-                f"| {r['lam']:g} | {r['kl']} | {r['reward_mean']:.4f} | "
-                f"{r['kl_to_reference']:.4f} ± {r['kl_to_reference_se']:.4f} | "
-                f"{_fmt_w(r['mixture_weights'])} |"
-            )
-        out.append("")
-    out += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
-    return "\n".join(out)
 
 
 def run(cfg: LangevinHexConfig, rd: RunDir, progress: bool = True, resume: bool = False) -> dict:

@@ -3,16 +3,19 @@ MNIST diffusion model (Marion et al. 2025, experiment 5.2).
 
 The shipped ``mnist`` base model (a small UNet) samples with the reverse-SDE sampler
 (Euler-Maruyama, K steps, noise at every step so that the path KL to the frozen base
-model is finite; methods.md 1). :class:`~sampleopt.training.finetune.FineTuner`
-minimises -E[r] + lam * KL(P_theta || P_base) with Adam:
+model is finite; docs/methods.md section 1). The objective is -E[r] + lam * PathKL(base),
+minimised with Adam by ``algorithm=queue`` (finite-time Implicit Diffusion,
+:class:`~sampleopt.QueuedImplicitDiffusion`, the default; it takes adjoint gradients
+along stored paths) or ``algorithm=nested`` (:class:`~sampleopt.FineTuner`, with any
+``estimator`` of the registry but the covariance one):
 
-1. **main**: the configured ``method`` (default: finite-time Implicit Diffusion) for
-   ``updates`` theta updates; samples before and after; mean reward and classifier
-   FID (samples vs the training images, ``eval_n`` samples each time, so values are
-   comparable within the run) before and after.
-2. **compare** (``compare=true``): Implicit Diffusion, nested-loop adjoint, DRaFT-1
-   (truncated) and score-function (DDPO-style REINFORCE), each until the main run's
-   number of network evaluations; reward against network evaluations.
+1. **main**: the configured algorithm and estimator for ``updates`` theta updates;
+   samples before and after; mean reward and classifier FID (samples vs the training
+   images, ``eval_n`` samples each time, so values are comparable within the run)
+   before and after.
+2. **compare** (``compare=true``): Implicit Diffusion (queue), nested-loop adjoint,
+   DRaFT-1 (truncated) and score-function (DDPO-style REINFORCE), each until the main
+   run's number of network evaluations; reward against network evaluations.
 3. **lam** (``lam_sweep``): the main method at each lam: reward against classifier FID
    (a Pareto plot across lam).
 
@@ -23,7 +26,7 @@ Rewards: ``brightness`` (mean intensity in [0, 1], digits grow thicker) or ``dig
 (:class:`~sampleopt.diffusion.LateStepDenoiser`): the earlier steps, which decide which
 digit is drawn, stay the base model's, so the reward can change how a digit is drawn
 but not which digits are drawn. The path KL then accrues on the late, low-noise steps
-only, where a change costs more, so it needs a much smaller lam (README).
+only, where a change costs more, so it needs a much smaller lam (docs/mnist-finetune.md).
 """
 
 from __future__ import annotations
@@ -33,22 +36,29 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from tqdm import tqdm
 
-from sampleopt.config import to_dict
+from sampleopt.algorithms import FineTuner, QueuedImplicitDiffusion
 from sampleopt.diffusion import LateStepDenoiser
-from sampleopt.errors import SampleoptError, UsageError
+from sampleopt.errors import UsageError
+from sampleopt.estimators import ESTIMATORS, make_estimator
 from sampleopt.experiments.base import Experiment
+from sampleopt.experiments.mnist_report import pareto_plot, report
+from sampleopt.experiments.runner import Runner
 from sampleopt.models.pretrained import load_base_model
-from sampleopt.objectives import Brightness, DigitProbability, Objective
+from sampleopt.objectives import Brightness, DigitProbability, Objective, PathKL
 from sampleopt.plots import image_grid, line_plot
-from sampleopt.rundir import RunDir, load_checkpoint
+from sampleopt.rundir import RunDir
 from sampleopt.samplers import ReverseSDESampler
-from sampleopt.samplers.potentials import QuadraticPotential
-from sampleopt.training.finetune import METHODS, FineTuner
 from sampleopt.training.lora import add_lora
 
-COMPARED = ("implicit", "adjoint", "truncated", "score-function")
+ALGORITHMS = ("queue", "nested")
+# (label, algorithm, estimator) of the equal-budget comparison
+COMPARED = (
+    ("implicit", "queue", "adjoint"),
+    ("adjoint", "nested", "adjoint"),
+    ("truncated", "nested", "truncated"),
+    ("score-function", "nested", "score-function"),
+)
 
 
 @dataclass
@@ -59,11 +69,24 @@ class MnistFinetuneConfig:
         metadata={"help": "brightness or digit", "choices": ("brightness", "digit")},
     )
     digit: int = field(default=3, metadata={"help": "the digit of reward=digit", "min": 0})
-    method: str = field(default="implicit", metadata={"help": "main method", "choices": METHODS})
+    algorithm: str = field(
+        default="queue",
+        metadata={
+            "help": "queue (finite-time Implicit Diffusion) or nested (a fresh path per update)",
+            "choices": ALGORITHMS,
+        },
+    )
+    estimator: str = field(
+        default="adjoint",
+        metadata={
+            "help": "gradient estimator (the queue takes adjoint)",
+            "choices": tuple(n for n in ESTIMATORS if n != "covariance"),
+        },
+    )
     steps: int = field(default=20, metadata={"help": "K: sampling steps", "min": 1})
     batch_size: int = field(default=8, metadata={"help": "samples per batch", "min": 2})
     accumulate: int = field(
-        default=1, metadata={"help": "batches per update and process (nested methods)", "min": 1}
+        default=1, metadata={"help": "batches per update and process (algorithm=nested)", "min": 1}
     )
     updates: int = field(default=100, metadata={"help": "theta updates of the main run", "min": 1})
     lr: float = field(default=5e-5, metadata={"help": "Adam learning rate", "min": 0.0})
@@ -95,6 +118,17 @@ class MnistFinetuneConfig:
     )
 
     def check(self):
+        if self.algorithm == "queue" and self.estimator != "adjoint":
+            raise UsageError(
+                f"config key 'estimator' = {self.estimator!r} does not apply to algorithm=queue, "
+                "which takes adjoint gradients along its stored paths; add --set "
+                "algorithm=nested to use it"
+            )
+        if self.algorithm == "queue" and self.accumulate != 1:
+            raise UsageError(
+                "config key 'accumulate' applies to algorithm=nested only (the queue makes "
+                f"one update per finished batch), got {self.accumulate}"
+            )
         if self.digit > 9:
             raise UsageError(f"config key 'digit' must be in 0 .. 9, got {self.digit}")
         if self.tune_steps > self.steps:
@@ -104,18 +138,15 @@ class MnistFinetuneConfig:
             )
 
 
-class _Runner:
+class _Runner(Runner):
     def __init__(self, cfg: MnistFinetuneConfig, rd: RunDir, progress: bool, resume: bool, name):
-        self.cfg, self.rd, self.name = cfg, rd, name
-        self.progress = progress
+        super().__init__(name, cfg, rd, progress=progress, resume=resume)
         self.base = load_base_model("mnist")
         self.reward = Brightness() if cfg.reward == "brightness" else DigitProbability(cfg.digit)
         from sampleopt.data import mnist
 
         self.train_images = mnist("train")[0]
-        self.summary: dict = {"experiment": name, "status": "running", "seed": cfg.seed}
-        self.resume = resume
-        self.base_sampler = self.sampler().requires_grad_(False)  # the frozen base
+        self.base_kl = PathKL(self.sampler())  # the frozen base, for evaluations
         self.writer = None
 
     def sampler(self) -> ReverseSDESampler:
@@ -124,7 +155,8 @@ class _Runner:
             copy.deepcopy(b.denoiser), b.schedule, self.cfg.steps, data_shape=b.data_shape
         )
 
-    def tuner(self, method: str, lam: float, seed_offset: int = 0) -> FineTuner:
+    def tuner(self, algorithm: str, estimator: str, lam: float, seed_offset: int = 0):
+        """The queue or the nested loop, on a fresh copy of the base model."""
         sampler = self.sampler()
         ref = copy.deepcopy(sampler).requires_grad_(False)
         tuned = sampler.denoiser
@@ -134,24 +166,19 @@ class _Runner:
         if 0 < m < self.cfg.steps:  # steps K - m .. K - 1 run at t <= timesteps[K - m]
             t_max = sampler.timesteps[self.cfg.steps - m]
             sampler.denoiser = LateStepDenoiser(tuned, ref.denoiser, t_max)
-        unused = QuadraticPotential(torch.zeros(1), torch.eye(1))  # Objective wants one
-        obj = Objective(self.reward, lam=lam, reference=unused if lam > 0 else None)
+        obj = Objective(self.reward, lam=lam, divergence=PathKL(ref) if lam > 0 else None)
+        kw = {"batch_size": self.cfg.batch_size, "lr": self.cfg.lr, "optimizer": "adam"}
+        seed = self.cfg.seed * 100 + seed_offset
+        if algorithm == "queue":
+            return QueuedImplicitDiffusion(sampler, obj, make_estimator(estimator), seed=seed, **kw)
         return FineTuner(
-            sampler,
-            obj,
-            method=method,
-            batch_size=self.cfg.batch_size,
-            accumulate=self.cfg.accumulate if method != "implicit" else 1,
-            lr=self.cfg.lr,
-            reference=ref if lam > 0 else None,
-            seed=self.cfg.seed * 100 + seed_offset,
+            sampler, obj, make_estimator(estimator), accumulate=self.cfg.accumulate, seed=seed, **kw
         )
 
     @torch.no_grad()
     def evaluate(self, sampler) -> tuple[dict, torch.Tensor]:
         """Mean reward, classifier FID and the path KL to the base model, on eval_n
         samples drawn with the same seed every time."""
-        from sampleopt.estimators import estimate_path_kl
         from sampleopt.metrics.classifier import classifier_fid
 
         gen = torch.Generator().manual_seed(10_000 + self.cfg.seed)
@@ -163,7 +190,7 @@ class _Runner:
         )
         r = self.reward(x)
         ref = self.train_images[: max(self.cfg.eval_n, 1000)]
-        kl, kl_se = estimate_path_kl(sampler, self.base_sampler, self.cfg.eval_n, gen)
+        kl, kl_se = self.base_kl.estimate(sampler, self.cfg.eval_n, gen)
         return {
             "path_kl": kl,
             "path_kl_se": kl_se,
@@ -174,17 +201,17 @@ class _Runner:
             "fid_reference_n": len(ref),
         }, x
 
-    def train(self, run: str, tuner: FineTuner, *, updates=None, budget=None, ckpt=False):
+    def train(self, run: str, tuner, *, updates=None, budget=None, ckpt=False):
         rows = []
         t0 = time.perf_counter()
-        bar = tqdm(total=updates or budget, disable=not self.progress, desc=f"{self.name} {run}")
+        bar = self.bar(updates or budget, desc=f"{self.name} {run}")
         while True:
             if updates is not None and tuner.updates >= updates:
                 break
             if budget is not None and tuner.network_evals >= budget:
                 break
             before = tuner.network_evals
-            rec = tuner.step()
+            (rec,) = tuner.run(1).rows()
             rec.update(run=run, seconds=time.perf_counter() - t0)
             rows.append(rec)
             self.rd.log_metrics([rec])
@@ -204,131 +231,67 @@ class _Runner:
                         self.writer.add_scalar(f"eval/{key}", ev[key], tuner.updates)
             bar.update(1 if updates is not None else tuner.network_evals - before)
             if ckpt and tuner.updates % self.cfg.checkpoint_every == 0:
-                meta = {
-                    "experiment": self.name,
-                    "update": tuner.updates,
-                    "config": to_dict(self.cfg),
-                }
-                self.rd.save_checkpoint(tuner.state_tensors(), meta)
+                self.save_checkpoint(tuner.state_tensors(), update=tuner.updates)
         bar.close()
         return rows
 
-    def run(self) -> dict:
+    def execute(self) -> None:
         cfg = self.cfg
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(str(self.rd.file("tensorboard")))
-        try:
-            base_eval, x0 = self.evaluate(self.sampler())
-            self.summary["base"] = base_eval
-            image_grid(self.rd.file("samples_base.png"), x0[:64], title="base model")
-            main = self.tuner(cfg.method, cfg.lam)
-            if self.resume and self.rd.file("checkpoint.safetensors").exists():
-                tensors, meta = load_checkpoint(self.rd.path)
-                if meta.get("experiment") != self.name:
-                    raise UsageError(f"checkpoint in {self.rd.path} is not from {self.name}")
-                main.load_state_tensors(tensors)
-                self.rd.keep_metrics(
-                    lambda r: r.get("run") in ("main", "eval") and r["update"] <= main.updates
-                )
-            rows = self.train("main", main, updates=cfg.updates, ckpt=True)
-            tuned_eval, x1 = self.evaluate(main.sampler)
-            image_grid(self.rd.file("samples_tuned.png"), x1[:64], title=f"after {cfg.method}")
-            self.summary.update(tuned=tuned_eval, network_evals=main.network_evals)
-            curves = {
-                cfg.method: ([r["network_evals"] for r in rows], [r["reward_mean"] for r in rows])
-            }
-            if cfg.compare:
-                self.summary["compare"] = {}
-                for i, method in enumerate(COMPARED):
-                    t = self.tuner(method, cfg.lam, seed_offset=1 + i)
-                    rr = self.train(f"compare-{method}", t, budget=main.network_evals)
-                    ev, _ = self.evaluate(t.sampler)
-                    self.summary["compare"][method] = {**ev, "updates": t.updates}
-                    curves[f"compare: {method}"] = (
-                        [r["network_evals"] for r in rr],
-                        [r["reward_mean"] for r in rr],
-                    )
-            line_plot(
-                self.rd.file("reward_vs_network_evals.png"),
-                curves,
-                xlabel="network evaluations",
-                ylabel="batch mean reward",
-                title=f"{self.name}: reward during training",
+        self.on_close(self.writer.close)
+        base_eval, x0 = self.evaluate(self.sampler())
+        self.summary["base"] = base_eval
+        image_grid(self.rd.file("samples_base.png"), x0[:64], title="base model")
+        main = self.tuner(cfg.algorithm, cfg.estimator, cfg.lam)
+        saved = self.read_checkpoint()
+        if saved is not None:
+            main.load_state_tensors(saved[0])
+            self.rd.keep_metrics(
+                lambda r: r.get("run") in ("main", "eval") and r["step"] <= main.updates
             )
-            pareto = [(cfg.lam, tuned_eval)]
-            for j, lam in enumerate(cfg.lam_sweep):
-                t = self.tuner(cfg.method, lam, seed_offset=10 + j)
-                self.train(f"lam-{lam}", t, updates=cfg.updates)
+        rows = self.train("main", main, updates=cfg.updates, ckpt=True)
+        tuned_eval, x1 = self.evaluate(main.sampler)
+        image_grid(self.rd.file("samples_tuned.png"), x1[:64], title=f"after {self.label}")
+        self.summary.update(tuned=tuned_eval, network_evals=main.network_evals)
+        curves = {
+            self.label: ([r["network_evals"] for r in rows], [r["reward_mean"] for r in rows])
+        }
+        if cfg.compare:
+            self.summary["compare"] = {}
+            for i, (method, algorithm, estimator) in enumerate(COMPARED):
+                t = self.tuner(algorithm, estimator, cfg.lam, seed_offset=1 + i)
+                rr = self.train(f"compare-{method}", t, budget=main.network_evals)
                 ev, _ = self.evaluate(t.sampler)
-                pareto.append((lam, ev))
-            self.summary["lam_sweep"] = [{"lam": lam, **ev} for lam, ev in pareto]
-            if len(pareto) > 1:
-                pts = sorted(pareto, key=lambda p: p[1]["classifier_fid"])
-                line_plot(
-                    self.rd.file("pareto.png"),
-                    {
-                        "fine-tuned (lam labels in summary)": (
-                            [p[1]["classifier_fid"] for p in pts],
-                            [p[1]["reward_mean"] for p in pts],
-                        ),
-                        "base": ([base_eval["classifier_fid"]], [base_eval["reward_mean"]]),
-                    },
-                    xlabel="classifier FID (lower is closer to data)",
-                    ylabel="mean reward",
-                    title=f"{self.name}: reward against classifier FID across lam",
+                self.summary["compare"][method] = {**ev, "updates": t.updates}
+                curves[f"compare: {method}"] = (
+                    [r["network_evals"] for r in rr],
+                    [r["reward_mean"] for r in rr],
                 )
-            self.summary["status"] = "done"
-        except (SampleoptError, KeyboardInterrupt) as exc:
-            self.summary["status"] = "failed"
-            self.summary["error"] = str(exc) or type(exc).__name__
-            raise
-        finally:
-            self.writer.close()
-            self.rd.write_json("summary.json", self.summary)
-        self.rd.file("report.md").write_text(report(self.summary, cfg, self.name))
-        return self.summary
+        line_plot(
+            self.rd.file("reward_vs_network_evals.png"),
+            curves,
+            xlabel="network evaluations",
+            ylabel="batch mean reward",
+            title=f"{self.name}: reward during training",
+        )
+        pareto = [(cfg.lam, tuned_eval)]
+        for j, lam in enumerate(cfg.lam_sweep):
+            t = self.tuner(cfg.algorithm, cfg.estimator, lam, seed_offset=10 + j)
+            self.train(f"lam-{lam}", t, updates=cfg.updates)
+            ev, _ = self.evaluate(t.sampler)
+            pareto.append((lam, ev))
+        self.summary["lam_sweep"] = [{"lam": lam, **ev} for lam, ev in pareto]
+        if len(pareto) > 1:
+            pareto_plot(self.rd.file("pareto.png"), pareto, base_eval, self.name)
 
+    @property
+    def label(self) -> str:
+        return f"{self.cfg.algorithm} / {self.cfg.estimator}"
 
-def report(s: dict, cfg: MnistFinetuneConfig, name: str) -> str:
-    b, t = s["base"], s["tuned"]
-    m = cfg.tune_steps
-    tuned_steps = f" (the last {m} fine-tuned, the earlier ones the base's)" if m else ""
-    lines = [
-        f"# {name}",
-        "",
-        f"Reward {cfg.reward}, method {cfg.method}, lam {cfg.lam}, K = {cfg.steps} "
-        f"reverse-SDE steps{tuned_steps}, {cfg.updates} updates of {cfg.batch_size} "
-        f"samples, Adam "
-        f"lr {cfg.lr}, seed {cfg.seed}. Evaluation: {b['eval_n']} samples; classifier FID "
-        f"against {b['fid_reference_n']} training images.",
-        "",
-        "| model | mean reward | classifier FID | path KL to the base |",
-        "|---|---|---|---|",
-        f"| base | {b['reward_mean']:.4f} ± {b['reward_se']:.4f} | {b['classifier_fid']:.1f} | 0 |",
-        f"| fine-tuned | {t['reward_mean']:.4f} ± {t['reward_se']:.4f} | "
-        f"{t['classifier_fid']:.1f} | {t['path_kl']:.2f} ± {t['path_kl_se']:.2f} |",
-        "",
-        f"Reward change: {100 * (t['reward_mean'] / b['reward_mean'] - 1):+.1f}%; FID ratio "
-        f"{t['classifier_fid'] / b['classifier_fid']:.2f}.",
-        "",
-    ]
-    if "compare" in s:
-        lines += [
-            f"## Equal budget ({s['network_evals']} network evaluations)",
-            "",
-            "| method | updates | mean reward | classifier FID | path KL |",
-            "|---|---|---|---|---|",
-        ]
-        for m, e in s["compare"].items():
-            lines.append(
-                f"| {m} | {e['updates']} | {e['reward_mean']:.4f} ± {e['reward_se']:.4f} | "
-                f"{e['classifier_fid']:.1f} | {e['path_kl']:.2f} |"
-            )
-        lines.append("")
-    lines += ["![base](samples_base.png) ![tuned](samples_tuned.png)", ""]
-    lines += ["![reward](reward_vs_network_evals.png)", ""]
-    return "\n".join(lines)
+    def report(self) -> str:
+        return report(self.summary, self.cfg, self.name)
 
 
 def _run_as(name):

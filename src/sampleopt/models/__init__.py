@@ -2,8 +2,7 @@
 UNet for images (the diffusers adapter lives in :mod:`sampleopt.models.diffusers_adapter`)."""
 
 from sampleopt.models.mlp import TimeMLP
+from sampleopt.models.registry import MODELS, load_state_checked, model_from_config
 from sampleopt.models.unet import SmallUNet
 
-MODELS = {"mlp": TimeMLP, "unet": SmallUNet}
-
-__all__ = ["MODELS", "SmallUNet", "TimeMLP"]
+__all__ = ["MODELS", "SmallUNet", "TimeMLP", "load_state_checked", "model_from_config"]

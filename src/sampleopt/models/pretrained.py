@@ -53,7 +53,8 @@ class BaseModel:
 
 def load_base_model(name: str, folder: Path = PRETRAINED_DIR) -> BaseModel:
     """Load a shipped base model by name (see :func:`available_base_models`)."""
-    from sampleopt.training.dsm import SCHEDULES, load_state_checked, model_from_config
+    from sampleopt.diffusion.schedules import NOISE_SCHEDULES
+    from sampleopt.models.registry import load_state_checked, model_from_config
 
     weights, meta_path = folder / f"{name}.safetensors", folder / f"{name}.json"
     if not (weights.exists() and meta_path.exists()):
@@ -64,7 +65,7 @@ def load_base_model(name: str, folder: Path = PRETRAINED_DIR) -> BaseModel:
     load_state_checked(model, load_file(str(weights)), f"base model {name!r}")
     model.eval()
     sched = meta["schedule"]
-    schedule = SCHEDULES[sched["kind"]](sched["num_train_steps"])
+    schedule = NOISE_SCHEDULES[sched["kind"]](sched["num_train_steps"])
     return BaseModel(name, model, schedule, tuple(meta["data_shape"]), meta)
 
 

@@ -1,65 +1,70 @@
-"""The objective l(theta) = -E_{pi_theta}[r(x)] + lam * D(pi_theta, pi_ref)  (methods.md 1).
+"""The objective l(theta) = -E_{pi_theta}[r(x)] + lam * D(pi_theta, pi_ref)
+(docs/methods.md section 1).
 
-For Langevin samplers D is one of the two KL directions between Gibbs laws:
-
-* ``"forward"``: KL(pi_theta || pi_ref), mode-seeking; its gradient needs only
-  samples of pi_theta and the reference energy V_ref.
-* ``"reverse"``: KL(pi_ref || pi_theta), mass-covering; its gradient needs samples
-  of pi_ref as well (a second, frozen Langevin chain).
-
-Objectives know nothing of how samples were made; estimators combine them with a
-sampler.
+An objective is a reward, a weight ``lam >= 0`` and a divergence object that holds its
+own reference (:class:`~sampleopt.objectives.divergences.PathKL` for finite-horizon
+samplers, :class:`~sampleopt.objectives.divergences.GibbsKL` for Langevin samplers of an
+energy). Objectives know nothing of how samples were made; estimators combine them with
+a sampler.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
 
 from sampleopt.errors import UsageError
+from sampleopt.objectives.divergences import Divergence, GibbsKL, PathKL
 from sampleopt.objectives.rewards import Reward, evaluate_reward
-from sampleopt.samplers.potentials import Potential
-
-KL_DIRECTIONS = ("forward", "reverse")
 
 
 class Objective:
-    """A reward to maximise and an optional KL penalty of weight ``lam`` to ``reference``.
+    """A reward to maximise and an optional divergence penalty of weight ``lam``.
 
-    ``reference`` is the reference potential V_ref (usually the pretrained one); it
-    is frozen (deep-copied, no gradients). With ``lam = 0`` it is not needed.
+    ``divergence`` is needed when ``lam > 0``: ``PathKL(reference_chain)`` or
+    ``GibbsKL(reference_potential, direction="forward" | "reverse")``.
     """
 
-    def __init__(
-        self,
-        reward: Reward,
-        *,
-        lam: float = 0.0,
-        kl: str = "forward",
-        reference: Potential | None = None,
-    ):
+    def __init__(self, reward: Reward, *, lam: float = 0.0, divergence: Divergence | None = None):
         if not callable(reward):
             raise UsageError(f"reward must be a callable r(x) -> (n,), got {reward!r}")
-        if not (isinstance(lam, int | float) and math.isfinite(lam) and lam >= 0):
+        if isinstance(lam, bool) or not (
+            isinstance(lam, int | float) and math.isfinite(lam) and lam >= 0
+        ):
             raise UsageError(f"lam must be a finite number >= 0, got {lam!r}")
-        if kl not in KL_DIRECTIONS:
+        if divergence is not None and not isinstance(divergence, Divergence):
             raise UsageError(
-                f"unknown KL direction {kl!r}; choose one of {', '.join(KL_DIRECTIONS)}"
+                "divergence must be a sampleopt divergence (PathKL(reference_chain) or "
+                f"GibbsKL(reference_potential, direction)), got {type(divergence).__name__}"
             )
-        if lam > 0 and reference is None:
-            raise UsageError("lam > 0 needs a reference potential (reference=...)")
+        if lam > 0 and divergence is None:
+            raise UsageError(
+                "lam > 0 needs a divergence: divergence=PathKL(reference_sampler) or "
+                "GibbsKL(reference_potential)"
+            )
         self.reward = reward
         self.lam = float(lam)
-        self.kl = kl
-        self.reference = None
-        if reference is not None:
-            self.reference = copy.deepcopy(reference).requires_grad_(False)
+        self.divergence = divergence
+
+    @property
+    def path_kl(self) -> PathKL | None:
+        """The path KL when it is active (lam > 0), else None."""
+        return self.divergence if self.lam > 0 and isinstance(self.divergence, PathKL) else None
+
+    @property
+    def gibbs_kl(self) -> GibbsKL | None:
+        """The Gibbs KL when it is active (lam > 0), else None."""
+        return self.divergence if self.lam > 0 and isinstance(self.divergence, GibbsKL) else None
 
     @property
     def needs_reference_samples(self) -> bool:
-        return self.lam > 0 and self.kl == "reverse"
+        kl = self.gibbs_kl
+        return kl is not None and kl.needs_reference_samples
 
     def rewards(self, x: torch.Tensor) -> torch.Tensor:
         return evaluate_reward(self.reward, x)
+
+    def __repr__(self) -> str:
+        div = "" if self.divergence is None else f", divergence={self.divergence.describe()}"
+        return f"Objective({self.reward!r}, lam={self.lam:g}{div})"

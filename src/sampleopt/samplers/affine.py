@@ -61,6 +61,10 @@ class AffineChain(GaussianChain):
         s = lo + (hi - lo) * torch.rand(num_steps, generator=g, dtype=dtype)
         return cls(W, b, s)
 
+    @property
+    def state_shape(self) -> tuple[int, ...]:
+        return (self.dim,)
+
     def mean(self, x, k):
         return x @ self.weight[k].T + self.bias[k]
 

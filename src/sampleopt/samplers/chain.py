@@ -36,6 +36,14 @@ class GaussianChain(nn.Module):
         """Draw n starting points x_0 ~ p_0."""
         raise NotImplementedError
 
+    @property
+    def state_shape(self) -> tuple[int, ...]:
+        """The shape of one state x_k, without the batch axis. This default draws one x_0
+        from a private generator; samplers that know their shape override it."""
+        device = next((t.device for t in (*self.parameters(), *self.buffers())), None)
+        generator = torch.Generator(device=device).manual_seed(0)
+        return tuple(self.sample_x0(1, generator).shape[1:])
+
     def mean_batched(self, xs: list[torch.Tensor], ks: list[int]) -> list[torch.Tensor]:
         """m_theta(x_i, k_i) for batches at different steps (finite-time Implicit
         Diffusion advances a queue of them at once). This default calls :meth:`mean`

@@ -107,6 +107,10 @@ class DiffusionSampler(GaussianChain):
         self.num_steps = len(timesteps) - 1
         self.data_shape = tuple(int(v) for v in data_shape)
 
+    @property
+    def state_shape(self) -> tuple[int, ...]:
+        return self.data_shape
+
     # -- helpers -----------------------------------------------------------------
     def coefficients(self, k: int) -> tuple[torch.Tensor, ...]:
         """Step k's coefficients; the mean is c_x x + c_eps eps and the noise scale

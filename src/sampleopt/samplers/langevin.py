@@ -56,6 +56,10 @@ class LangevinSampler(GaussianChain):
     def dim(self) -> int:
         return self.potential.dim
 
+    @property
+    def state_shape(self) -> tuple[int, ...]:
+        return (self.dim,)
+
     def mean(self, x, k=0):
         create = torch.is_grad_enabled() and (
             x.requires_grad or any(p.requires_grad for p in self.potential.parameters())

@@ -25,14 +25,13 @@ from tqdm import tqdm
 
 from sampleopt.config import to_dict
 from sampleopt.data import DATASETS, get_dataset
-from sampleopt.diffusion import CosineSchedule, LinearSchedule
 from sampleopt.diffusion.parameterization import PREDICTIONS, from_eps
+from sampleopt.diffusion.schedules import NOISE_SCHEDULES
 from sampleopt.errors import NonFiniteError, UsageError
 from sampleopt.models import MODELS, SmallUNet, TimeMLP
+from sampleopt.models.registry import load_state_checked
 from sampleopt.rundir import RunDir, load_checkpoint
 from sampleopt.samplers import DDPMSampler
-
-SCHEDULES = {"linear": LinearSchedule, "cosine": CosineSchedule}
 
 
 @dataclass
@@ -40,7 +39,7 @@ class TrainConfig:
     dataset: str = field(default="hex", metadata={"help": "data set", "choices": tuple(DATASETS)})
     model: str = field(default="mlp", metadata={"help": "network", "choices": tuple(MODELS)})
     schedule: str = field(
-        default="cosine", metadata={"help": "noise schedule", "choices": tuple(SCHEDULES)}
+        default="cosine", metadata={"help": "noise schedule", "choices": tuple(NOISE_SCHEDULES)}
     )
     num_train_steps: int = field(default=1000, metadata={"help": "T", "min": 1})
     prediction: str = field(
@@ -110,42 +109,6 @@ def build_model(cfg: TrainConfig, shape: tuple[int, ...]):
     return SmallUNet(shape[0], cfg.num_train_steps, cfg.width, prediction=cfg.prediction)
 
 
-def model_from_config(config: dict):
-    """Rebuild a network from the ``model_config`` saved beside its weights."""
-    kind = config.get("kind")
-    args = {k: v for k, v in config.items() if k != "kind"}
-    if kind == "mlp":
-        return TimeMLP(**args)
-    if kind == "unet":
-        args["mults"] = tuple(args.get("mults", (1, 2, 2)))
-        return SmallUNet(**args)
-    raise UsageError(f"unknown model kind {kind!r} in a saved model config")
-
-
-def load_state_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str):
-    """``load_state_dict`` that names every mismatch in one UsageError."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(state))
-        if state[k].shape != own[k].shape
-    ]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append("missing " + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
-        if unexpected:
-            parts.append(
-                "unexpected " + ", ".join(unexpected[:5]) + (" ..." if len(unexpected) > 5 else "")
-            )
-        if shapes:
-            parts.append("shape mismatch " + "; ".join(shapes[:5]))
-        raise UsageError(f"{what} does not match the model: " + "; ".join(parts))
-    module.load_state_dict(state)
-
-
 class DSMTrainer:
     """Trains ``cfg.model`` on ``cfg.dataset`` into the run folder ``rd``."""
 
@@ -156,7 +119,7 @@ class DSMTrainer:
         torch.manual_seed(cfg.seed)  # parameter initialisation
         self.model = build_model(cfg, self.spec.shape)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
-        self.schedule = SCHEDULES[cfg.schedule](cfg.num_train_steps)
+        self.schedule = NOISE_SCHEDULES[cfg.schedule](cfg.num_train_steps)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.images = self.spec.load("train")[0] if self.spec.labelled else None
         self.step = 0

@@ -1,0 +1,98 @@
+"""The one skeleton every named experiment runs in.
+
+:class:`Runner` owns what is the same for every experiment: the run folder, the
+summary (``status`` ``running`` until the run ends ``done`` or ``failed`` with the
+error, written on every exit path), the progress bar, checkpoints tagged with the
+experiment's name and config, reading them back on resume, timings of the phases, and
+the report written at the end. An experiment subclasses it and writes
+:meth:`Runner.execute` (the work, phase by phase) and :meth:`Runner.report` (the
+Markdown report from the summary).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import torch
+from tqdm import tqdm
+
+from sampleopt.config import to_dict
+from sampleopt.errors import SampleoptError, UsageError
+from sampleopt.rundir import RunDir, load_checkpoint
+
+
+class Runner:
+    """Base class of the experiments' runners (see the module docstring)."""
+
+    def __init__(self, name: str, cfg, rd: RunDir, *, progress: bool, resume: bool):
+        self.name, self.cfg, self.rd = name, cfg, rd
+        self.progress, self.resume = progress, resume
+        self.summary: dict = {"experiment": name, "status": "running", "seed": cfg.seed}
+        self.timings: dict[str, float] = {}
+        self._closers: list = []
+
+    # -- the skeleton ------------------------------------------------------------------
+    def run(self) -> dict:
+        """Run :meth:`execute`; the summary ends ``done`` or ``failed`` with the error."""
+        try:
+            self.execute()
+            self.summary["status"] = "done"
+        except (SampleoptError, KeyboardInterrupt) as exc:
+            self.summary["status"] = "failed"
+            self.summary["error"] = str(exc) or type(exc).__name__
+            raise
+        finally:
+            for close in reversed(self._closers):
+                close()
+            self.write_summary()
+        self.rd.file("report.md").write_text(self.report())
+        self.write_summary()
+        return self.summary
+
+    def execute(self) -> None:
+        raise NotImplementedError
+
+    def report(self) -> str:
+        raise NotImplementedError
+
+    # -- services ----------------------------------------------------------------------
+    def write_summary(self) -> None:
+        if self.timings:
+            self.summary["timings_s"] = self.timings
+        self.rd.write_json("summary.json", self.summary)
+
+    def bar(self, total: int, *, unit: str = "it", desc: str | None = None) -> tqdm:
+        """A progress bar, closed when the run ends (hidden without ``progress``)."""
+        bar = tqdm(total=total, unit=unit, disable=not self.progress, desc=desc or self.name)
+        self._closers.append(bar.close)
+        return bar
+
+    def on_close(self, close) -> None:
+        """Call ``close()`` when the run ends, however it ends."""
+        self._closers.append(close)
+
+    @contextlib.contextmanager
+    def timed(self, phase: str):
+        """Record the phase's wall time in the summary's ``timings_s``."""
+        t0 = time.perf_counter()
+        yield
+        self.timings[phase] = time.perf_counter() - t0
+
+    def save_checkpoint(self, tensors: dict[str, torch.Tensor], **meta) -> None:
+        """Checkpoint tagged with this experiment's name and config (and ``meta``)."""
+        info = {"experiment": self.name, **meta, "config": to_dict(self.cfg)}
+        self.rd.save_checkpoint(tensors, info)
+
+    def read_checkpoint(self) -> tuple[dict[str, torch.Tensor], dict] | None:
+        """The folder's checkpoint on resume, or None (not resuming, or failed before the
+        first checkpoint: start again)."""
+        if not (self.resume and self.rd.file("checkpoint.safetensors").exists()):
+            return None
+        tensors, meta = load_checkpoint(self.rd.path)
+        if meta.get("experiment") != self.name:
+            raise UsageError(
+                f"checkpoint in {self.rd.path} is from experiment {meta.get('experiment')!r}, "
+                f"not {self.name}"
+            )
+        return tensors, meta
