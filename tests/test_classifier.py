@@ -24,6 +24,8 @@ from sampleopt.metrics.classifier import (
     classifier_features,
     classifier_fid,
     load_digit_classifier,
+)
+from sampleopt.metrics.classifier_training import (
     random_shift,
     save_classifier,
     train_digit_classifier,

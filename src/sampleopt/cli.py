@@ -87,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="fine-tune the shipped MNIST diffusion model for a reward",
         description="Fine-tune the shipped MNIST model for REWARD (brightness or digit) with "
         "a path KL to the base: the experiment mnist-REWARD (config keys: `sampleopt run "
-        "--help`; method=implicit|adjoint|unrolled|truncated|score-function, lam, lr, "
-        "updates, lora_rank, ...). Runs under `accelerate launch` unchanged.",
+        "--help`; algorithm=queue|nested, estimator=NAME (a registered estimator), lam, "
+        "lr, updates, lora_rank, ...). Runs under `accelerate launch` unchanged.",
     )
     _add_run_arguments(finetune, "reward: brightness or digit", "runs/mnist-REWARD-seedN-TIME")
     export = sub.add_parser(

@@ -15,7 +15,8 @@ iteration:
 
 The first K - 1 iterations only fill the queue; from then on every iteration makes one
 theta step at the cost of one batched sampling step plus one adjoint sweep. A finished
-path was sampled while theta moved (its step j used theta from j iterations ago), so
+path was sampled while theta moved (its step j used theta from K - 1 - j updates
+before the one it feeds), so
 the gradient is that of a slowly moving target; with learning rate 0 it is exactly the
 nested-loop adjoint gradient of the same path (tested). Batch b draws x_0 and its noise
 from its own generator (:meth:`QueuedImplicitDiffusion.batch_generator`, seeded from the
@@ -23,8 +24,9 @@ seed, the process's rank and b), so runs are reproducible and a batch's path is 
 ``AdjointEstimator().loss(n=..., generator=...)`` would draw.
 
 Choose it over the nested loop when the sampler's steps are cheap to batch (a GPU, or
-small batches on a CPU): it makes K times more theta steps per sequential network call
-at the same number of network evaluations per theta step.
+small batches on a CPU): it makes one theta step per batched sampling call instead of
+one per K sequential sampling calls, at the same number of network evaluations per theta
+step (the adjoint sweep itself is still K sequential vector-Jacobian products).
 """
 
 from __future__ import annotations

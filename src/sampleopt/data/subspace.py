@@ -1,5 +1,5 @@
 """Gaussian data on a linear subspace: the setting of gradient guidance's
-experiments (Guo et al. 2024; methods.md 6).
+experiments (Guo et al. 2024; docs/methods.md section 6).
 
 x = A z with z ~ N(0, I_d) and A a random (D, d) matrix with orthonormal columns,
 so x ~ N(0, A A^T): a degenerate Gaussian supported on span(A). A guided sampler
@@ -95,7 +95,7 @@ class SubspaceGaussian:
 
     def off_support_ratio(self, x: torch.Tensor) -> torch.Tensor:
         """|x_perp| / |x_par| per sample, shape (n,), with x_par = A A^T x and
-        x_perp = x - x_par (methods.md 6). Computed in float64 so that the ratio
+        x_perp = x - x_par (docs/methods.md section 6). Computed in float64 so that the ratio
         reflects x, not the arithmetic here (float32 samples give about 1e-7);
         inf where x_par = 0."""
         x64 = self._check(x, "off_support_ratio").to(torch.float64)

@@ -2,11 +2,11 @@
 two-Gaussian mixture.
 
 * :func:`hex_mixture` — sum_i w_i N(c_i, I_2), c_i = radius (cos(i pi/3), sin(i pi/3)),
-  i = 0..5: the law of Implicit Diffusion's experiment 5.1 (methods.md 4) with
+  i = 0..5: the law of Implicit Diffusion's experiment 5.1 (docs/methods.md section 4) with
   mixture weights ``w`` (uniform by default). Its centres are those of
   :func:`sampleopt.samplers.hex_centres`.
 * :func:`bimodal_1d` — 1/2 N(-3, 1) + 1/2 N(3, 1), the data of the toy fine-tuning
-  benchmark of the time-reversed BSDE paper (methods.md 5).
+  benchmark of the time-reversed BSDE paper (docs/methods.md section 5).
 
 Samplers draw with a ``torch.Generator`` (the global torch RNG when it is None)
 and return float32 by default (``dtype=``); log densities are exact and computed in

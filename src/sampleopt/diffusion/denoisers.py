@@ -28,7 +28,7 @@ class Denoiser(nn.Module):
 
 
 class ExactGaussianDenoiser(Denoiser):
-    """The exact predictor for Gaussian data N(mean, scale^2 cov) (methods.md 2):
+    """The exact predictor for Gaussian data N(mean, scale^2 cov) (docs/methods.md section 2):
 
         eps*(x, t) = s_t (a_t^2 Sigma + s_t^2 I)^{-1} (x - a_t mu),   Sigma = scale^2 cov,
 

@@ -1,7 +1,7 @@
 """Variance-preserving noise schedules on integer times t = 0 .. T.
 
 q(x_t | x_0) = N(a_t x_0, s_t^2 I) with a_t^2 = alphabar_t and s_t^2 = 1 - alphabar_t
-(methods.md 2). Index 0 is clean data (alphabar_0 = 1); beta_t = 1 - alphabar_t /
+(docs/methods.md section 2). Index 0 is clean data (alphabar_0 = 1); beta_t = 1 - alphabar_t /
 alphabar_{t-1} for t = 1 .. T. Note the shift against diffusers, whose timestep
 t_d = 0 .. T-1 has alphas_cumprod[t_d] = alphabar_{t_d + 1} here.
 
@@ -93,7 +93,7 @@ class CosineSchedule(NoiseSchedule):
 
 class LearnableCosineSchedule(NoiseSchedule):
     """The four-parameter cosine schedule of generative bilevel optimisation (Xiao et
-    al. 2025, scenario 2; methods.md 7):
+    al. 2025, scenario 2; docs/methods.md section 7):
 
         u' = start + (t / T) (end - start),
         f(t) = cos(((u' + eps) / (1 + eps)) pi/2)^(2 tau),

@@ -3,7 +3,7 @@
 A Langevin sampler of the six-component mixture V_theta(x) = -log sum_i
 softmax(theta)_i exp(-|x - c_i|^2 / 2), c_i = 4 (cos(i pi/3), sin(i pi/3)), is tuned
 so that its samples maximise the reward r(x) = 1{x_1 >= 0} exp(-|x - (4, 3.8)|^2/20)
-/ 2.5 (methods.md 4). theta_0 = (1.5, 0, 1.5, 0, 1.5, 0); 1000 particles from
+/ 2.5 (docs/methods.md section 4). theta_0 = (1.5, 0, 1.5, 0, 1.5, 0); 1000 particles from
 N(0, I); 5000 iterations; gamma = 0.2; eta = 0.1; lam = 0. Expected: mean reward
 about 0.06 -> 0.29 and the weight collapsing onto the component at (2, 3.46).
 

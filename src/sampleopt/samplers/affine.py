@@ -4,7 +4,7 @@
 
 with W_k (d x d) and b_k trainable and fixed noise scales s_k. The law of x_K is
 Gaussian and :func:`sampleopt.estimators.exact_objective` gives E[r(x_K)], the path
-KL and their exact gradients for quadratic rewards (methods.md 2). Draw a random one
+KL and their exact gradients for quadratic rewards (docs/methods.md section 2). Draw a random one
 with :meth:`AffineChain.random` to check an estimator on a chain with no structure
 (a user's own estimator included).
 """

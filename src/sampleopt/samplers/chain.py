@@ -4,7 +4,7 @@ A sampler with parameters theta draws ``x_0 ~ p_0`` and then applies
 
     x_{k+1} = m_theta(x_k, k) + s_k * xi_k,    xi_k ~ N(0, I),
 
-for ``k = 0 .. K-1`` (methods.md section 1). Langevin, DDPM, DDIM, Euler-Maruyama
+for ``k = 0 .. K-1`` (docs/methods.md section 1). Langevin, DDPM, DDIM, Euler-Maruyama
 and the probability-flow ODE (``s_k = 0``) all have this form. A sampler knows
 its number of steps, how to draw ``x_0``, its mean function and its noise scale;
 it knows nothing of rewards or estimators. Its parameters are those of the

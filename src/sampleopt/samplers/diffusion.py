@@ -4,7 +4,7 @@ Each sampler runs K steps down a decreasing list of integer times
 tau_0 > tau_1 > ... > tau_K = 0 (:func:`respaced_timesteps`) of a
 :class:`~sampleopt.diffusion.NoiseSchedule` (respacing: K may be far smaller than
 T). Step k goes from t = tau_k to s = tau_{k+1} and has the Gaussian-chain form
-x_s = m_theta(x_t, k) + sigma_k xi (design.md), with theta the denoiser's (and a
+x_s = m_theta(x_t, k) + sigma_k xi (docs/methods.md section 2), with theta the denoiser's (and a
 learnable schedule's) parameters. With alphabar at t and s written ab_t, ab_s,
 a = sqrt(ab), s_t = sqrt(1 - ab_t) and eps = eps(x_t, t):
 

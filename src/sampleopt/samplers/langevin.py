@@ -1,6 +1,6 @@
 """The unadjusted Langevin algorithm (ULA) as a Gaussian chain.
 
-x_{k+1} = x_k - gamma * grad_x V_theta(x_k) + sqrt(2 gamma) * xi_k   (methods.md 2)
+x_{k+1} = x_k - gamma * grad_x V_theta(x_k) + sqrt(2 gamma) * xi_k   (docs/methods.md section 2)
 
 Its stationary law approaches pi_theta ∝ exp(-V_theta) as gamma -> 0; at finite
 gamma it is biased by O(gamma) (for a quadratic V the bias is exact:

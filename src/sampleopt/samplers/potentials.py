@@ -144,7 +144,7 @@ class QuadraticPotential(Potential):
 
         x' = x - gamma P (x - theta) + sqrt(2 gamma) xi is linear-Gaussian, so its
         invariant law is N(theta, S) with S = A S A^T + 2 gamma I, A = I - gamma P
-        (methods.md section 2): not P^{-1}, ULA is biased by O(gamma).
+        (docs/methods.md section 2): not P^{-1}, ULA is biased by O(gamma).
         """
         d = self.dim
         eye = torch.eye(d, dtype=torch.float64)
@@ -155,7 +155,7 @@ class QuadraticPotential(Potential):
 
 
 def hex_centres(radius: float = 4.0) -> torch.Tensor:
-    """The six centres radius * (cos(i pi/3), sin(i pi/3)), i = 0..5 (methods.md 4)."""
+    """The six centres radius * (cos(i pi/3), sin(i pi/3)), i = 0..5 (docs/methods.md section 4)."""
     ang = torch.arange(6, dtype=torch.float64) * math.pi / 3
     return (radius * torch.stack([ang.cos(), ang.sin()], 1)).to(torch.get_default_dtype())
 
