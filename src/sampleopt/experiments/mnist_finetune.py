@@ -5,9 +5,11 @@ The shipped ``mnist`` base model (a small UNet) samples with the reverse-SDE sam
 (Euler-Maruyama, K steps, noise at every step so that the path KL to the frozen base
 model is finite; docs/methods.md section 1). The objective is -E[r] + lam * PathKL(base),
 minimised with Adam by ``algorithm=queue`` (finite-time Implicit Diffusion,
-:class:`~sampleopt.QueuedImplicitDiffusion`, the default; it takes adjoint gradients
-along stored paths) or ``algorithm=nested`` (:class:`~sampleopt.FineTuner`, with any
-``estimator`` of the registry but the covariance one):
+:class:`~sampleopt.QueuedImplicitDiffusion`; it takes adjoint gradients along stored
+paths) or ``algorithm=nested`` (:class:`~sampleopt.FineTuner`, with any ``estimator`` of
+the registry but the covariance one). The default ``algorithm=auto`` is the queue for
+the adjoint estimator (the default) and the nested loop for every other, so swapping the
+estimator is one ``--set estimator=NAME``:
 
 1. **main**: the configured algorithm and estimator for ``updates`` theta updates;
    samples before and after; mean reward and classifier FID (samples vs the training
@@ -51,7 +53,7 @@ from sampleopt.rundir import RunDir
 from sampleopt.samplers import ReverseSDESampler
 from sampleopt.training.lora import add_lora
 
-ALGORITHMS = ("queue", "nested")
+ALGORITHMS = ("auto", "queue", "nested")
 # (label, algorithm, estimator) of the equal-budget comparison
 COMPARED = (
     ("implicit", "queue", "adjoint"),
@@ -70,9 +72,10 @@ class MnistFinetuneConfig:
     )
     digit: int = field(default=3, metadata={"help": "the digit of reward=digit", "min": 0})
     algorithm: str = field(
-        default="queue",
+        default="auto",
         metadata={
-            "help": "queue (finite-time Implicit Diffusion) or nested (a fresh path per update)",
+            "help": "queue (finite-time Implicit Diffusion), nested (a fresh path per update) "
+            "or auto (the queue for the adjoint estimator, else nested)",
             "choices": ALGORITHMS,
         },
     )
@@ -117,6 +120,13 @@ class MnistFinetuneConfig:
         default=25, metadata={"help": "updates between checkpoints of the main run", "min": 1}
     )
 
+    @property
+    def resolved_algorithm(self) -> str:
+        """``algorithm``, with ``auto`` resolved: the queue for the adjoint estimator."""
+        if self.algorithm != "auto":
+            return self.algorithm
+        return "queue" if self.estimator == "adjoint" else "nested"
+
     def check(self):
         if self.algorithm == "queue" and self.estimator != "adjoint":
             raise UsageError(
@@ -124,9 +134,9 @@ class MnistFinetuneConfig:
                 "which takes adjoint gradients along its stored paths; add --set "
                 "algorithm=nested to use it"
             )
-        if self.algorithm == "queue" and self.accumulate != 1:
+        if self.resolved_algorithm == "queue" and self.accumulate != 1:
             raise UsageError(
-                "config key 'accumulate' applies to algorithm=nested only (the queue makes "
+                "config key 'accumulate' applies to the nested loop only (the queue makes "
                 f"one update per finished batch), got {self.accumulate}"
             )
         if self.digit > 9:
@@ -244,7 +254,7 @@ class _Runner(Runner):
         base_eval, x0 = self.evaluate(self.sampler())
         self.summary["base"] = base_eval
         image_grid(self.rd.file("samples_base.png"), x0[:64], title="base model")
-        main = self.tuner(cfg.algorithm, cfg.estimator, cfg.lam)
+        main = self.tuner(cfg.resolved_algorithm, cfg.estimator, cfg.lam)
         saved = self.read_checkpoint()
         if saved is not None:
             main.load_state_tensors(saved[0])
@@ -278,7 +288,7 @@ class _Runner(Runner):
         )
         pareto = [(cfg.lam, tuned_eval)]
         for j, lam in enumerate(cfg.lam_sweep):
-            t = self.tuner(cfg.algorithm, cfg.estimator, lam, seed_offset=10 + j)
+            t = self.tuner(cfg.resolved_algorithm, cfg.estimator, lam, seed_offset=10 + j)
             self.train(f"lam-{lam}", t, updates=cfg.updates)
             ev, _ = self.evaluate(t.sampler)
             pareto.append((lam, ev))
@@ -288,7 +298,7 @@ class _Runner(Runner):
 
     @property
     def label(self) -> str:
-        return f"{self.cfg.algorithm} / {self.cfg.estimator}"
+        return f"{self.cfg.resolved_algorithm} / {self.cfg.estimator}"
 
     def report(self) -> str:
         return report(self.summary, self.cfg, self.name)

@@ -31,7 +31,8 @@ def report(s: dict, cfg, name: str) -> str:
     lines = [
         f"# {name}",
         "",
-        f"Reward {cfg.reward}, {cfg.algorithm} algorithm with the {cfg.estimator} estimator, "
+        f"Reward {cfg.reward}, {cfg.resolved_algorithm} algorithm with the {cfg.estimator} "
+        "estimator, "
         f"lam {cfg.lam}, K = {cfg.steps} "
         f"reverse-SDE steps{tuned_steps}, {cfg.updates} updates of {cfg.batch_size} "
         f"samples, Adam "
