@@ -36,10 +36,9 @@ from dataclasses import dataclass
 
 import torch
 
-from sampleopt.algorithms.history import History, flat_params
-from sampleopt.algorithms.nested import positive_int
+from sampleopt.algorithms.base import Algorithm, positive_int
+from sampleopt.algorithms.history import History
 from sampleopt.algorithms.step_size import StepSize
-from sampleopt.algorithms.update import Update
 from sampleopt.errors import UsageError
 from sampleopt.estimators.adjoint import AdjointEstimator
 from sampleopt.objectives.objective import Objective
@@ -54,7 +53,7 @@ class _Batch:
     generator: torch.Generator
 
 
-class QueuedImplicitDiffusion:
+class QueuedImplicitDiffusion(Algorithm):
     """Finite-time Implicit Diffusion (a queue of K batches at different stages).
 
     ``estimator``: how a finished path becomes a gradient; it must take gradients along
@@ -86,27 +85,21 @@ class QueuedImplicitDiffusion:
                 "use the adjoint estimator here, or the nested loop (FineTuner) for this one"
             )
         self.n = positive_int("batch_size", batch_size)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise UsageError(f"seed must be an integer, got {seed!r}")
-        call = estimator.check_call(sampler, objective, n=self.n, params=params)
-        self.sampler, self.objective, self.estimator = sampler, objective, estimator
-        self.params = call.params
-        self.update = Update(self.params, lr, optimizer)
-        self.seed = seed
-        self.record_theta = record_theta
+        self._setup(
+            sampler,
+            objective,
+            estimator,
+            n=self.n,
+            lr=lr,
+            optimizer=optimizer,
+            params=params,
+            seed=seed,
+            record=record_theta,
+        )
         self.queue: deque[_Batch] = deque()
         self.batches_started = 0
         self.iteration = 0
-        self.network_evals = 0  # rows through the network: sampling steps + adjoint sweeps
         self.last_grads: list[torch.Tensor] | None = None
-
-    @property
-    def updates(self) -> int:
-        return self.update.count
-
-    @property
-    def optimizer(self):
-        return self.update.optimizer
 
     def batch_generator(self, index: int) -> torch.Generator:
         """The generator batch ``index`` draws x_0 and its noise from (per process)."""
@@ -147,15 +140,7 @@ class QueuedImplicitDiffusion:
         self.update.apply(grads)  # checks first: nothing changes (the batch stays queued)
         self.queue.popleft()
         self.last_grads = grads
-        u = self.update.count
-        return History(
-            step=torch.tensor([u]),
-            sampling_steps=torch.tensor([self.iteration]),
-            reward_mean=rewards.mean().reshape(1),
-            theta=flat_params(self.params)[None] if self.record_theta else None,
-            value=value.detach().reshape(1),
-            network_evals=torch.tensor([self.network_evals]),
-        )
+        return self._record(self.iteration, rewards.mean(), value)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Parameters, optimiser state, counters and every queued batch (path, steps
@@ -196,4 +181,4 @@ class QueuedImplicitDiffusion:
                 parts.append(rec)
                 if callback is not None:
                     callback(rec, self)
-        return History.cat(parts) if parts else History.empty()
+        return History.cat(parts) if parts else self._empty()

@@ -32,6 +32,7 @@ from collections.abc import Callable
 
 import torch
 
+from sampleopt.algorithms.base import Algorithm
 from sampleopt.algorithms.history import History, flat_params, raise_non_finite
 from sampleopt.algorithms.step_size import StepSize
 from sampleopt.algorithms.update import Update
@@ -44,7 +45,7 @@ Callback = Callable[[History, object], None]
 ORDERS = ("parallel", "sequential")
 
 
-class ImplicitDiffusion:
+class ImplicitDiffusion(Algorithm):
     """The single loop with persistent particles.
 
     Args:
@@ -113,10 +114,6 @@ class ImplicitDiffusion:
                     self.particles.shape[0], generator
                 )
         self.iteration = 0
-
-    @property
-    def optimizer(self):
-        return self.update.optimizer
 
     def run(
         self, iterations: int, *, block: int = 100, callback: Callback | None = None

@@ -25,22 +25,15 @@ from __future__ import annotations
 
 import torch
 
-from sampleopt.algorithms.history import History, flat_params
+from sampleopt.algorithms.base import Algorithm, positive_int
+from sampleopt.algorithms.history import History
 from sampleopt.algorithms.step_size import StepSize
-from sampleopt.algorithms.update import Update
-from sampleopt.errors import UsageError
 from sampleopt.estimators.base import Estimator
 from sampleopt.objectives.objective import Objective
 from sampleopt.samplers.chain import GaussianChain
 
 
-def positive_int(name: str, v) -> int:
-    if isinstance(v, bool) or not (isinstance(v, int) and v >= 1):
-        raise UsageError(f"{name} must be an integer >= 1, got {v!r}")
-    return v
-
-
-class NestedLoop:
+class NestedLoop(Algorithm):
     """Outer loop over theta; inner loop: one full sampling run per micro-batch.
 
     Args:
@@ -71,31 +64,21 @@ class NestedLoop:
         seed: int = 0,
         record_theta: bool = True,
     ):
-        if not isinstance(estimator, Estimator):
-            raise UsageError(
-                "estimator must be a sampleopt estimator object (e.g. so.AdjointEstimator() or "
-                f"so.make_estimator('adjoint')), got {estimator!r}"
-            )
         self.n = positive_int("batch_size", batch_size)
         self.accumulate = positive_int("accumulate", accumulate)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise UsageError(f"seed must be an integer, got {seed!r}")
-        call = estimator.check_call(sampler, objective, n=self.n, params=params)
-        self.sampler, self.objective, self.estimator = sampler, objective, estimator
-        self.params = call.params
+        self._setup(
+            sampler,
+            objective,
+            estimator,
+            n=self.n,
+            lr=lr,
+            optimizer=optimizer,
+            params=params,
+            seed=seed,
+            record=record_theta,
+        )
         self._params_arg = None if params is None else self.params  # None: all of them
-        self.update = Update(self.params, lr, optimizer)
-        self.generator, self.seed = generator, seed
-        self.record_theta = record_theta
-        self.network_evals = 0
-
-    @property
-    def updates(self) -> int:
-        return self.update.count
-
-    @property
-    def optimizer(self):
-        return self.update.optimizer
+        self.generator = generator
 
     def step(self) -> History:
         """One theta update; returns its one-row history. Raises
@@ -118,16 +101,8 @@ class NestedLoop:
             value += float(loss.detach()) / self.accumulate
             self.network_evals += self.estimator.network_evals(self.sampler, self.n)
         self.update.apply()
-        u = self.update.count
-        K = self.sampler.num_steps
-        return History(
-            step=torch.tensor([u]),
-            sampling_steps=torch.tensor([u * K * self.accumulate]),
-            reward_mean=torch.stack(rewards).mean().detach().reshape(1),
-            theta=flat_params(self.params)[None] if self.record_theta else None,
-            value=torch.tensor([value]),
-            network_evals=torch.tensor([self.network_evals]),
-        )
+        steps = self.update.count * self.sampler.num_steps * self.accumulate
+        return self._record(steps, torch.stack(rewards).mean(), value)
 
     def run(self, steps: int, *, callback=None) -> History:
         """``steps`` more updates; ``callback(history_row, self)`` after each."""
@@ -136,9 +111,7 @@ class NestedLoop:
             parts.append(self.step())
             if callback is not None:
                 callback(parts[-1], self)
-        if parts:
-            return History.cat(parts)
-        return History.empty(sum(p.numel() for p in self.params) if self.record_theta else None)
+        return History.cat(parts) if parts else self._empty()
 
     def _micro_generator(self, m: int) -> torch.Generator:
         """The generator of micro-batch m of the coming update (see the module docstring)."""

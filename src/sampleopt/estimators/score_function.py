@@ -128,25 +128,15 @@ class ScoreFunctionEstimator(Estimator):
             costs=torch.stack(costs, 1) if costs else None,
         )
 
-    def loss(
-        self,
-        sampler: GaussianChain,
-        objective: Objective,
-        *,
-        n: int | None = None,
-        generator: torch.Generator | None = None,
-        x0: torch.Tensor | None = None,
-        params=None,
-        rollout: Rollout | None = None,
-    ) -> torch.Tensor:
+    def loss(self, sampler, objective, *, rollout: Rollout | None = None, **kw) -> torch.Tensor:
         """Surrogate loss on a fresh rollout of n paths, or on a given ``rollout``."""
         if rollout is None:
-            return super().loss(sampler, objective, n=n, generator=generator, x0=x0, params=params)
+            return super().loss(sampler, objective, **kw)
         if not isinstance(rollout, Rollout):
             raise UsageError(f"rollout must be a Rollout, got {type(rollout).__name__}")
-        if n is not None or x0 is not None:
-            raise UsageError("pass either a rollout or n / x0, not both")
-        call = self.check_call(sampler, objective, x0=rollout.path[0], params=params)
+        if set(kw) - {"params"}:
+            raise UsageError(f"pass either a rollout or {', '.join(sorted(kw))}, not both")
+        call = self.check_call(sampler, objective, x0=rollout.path[0], params=kw.get("params"))
         if len(rollout.path) != sampler.num_steps + 1:
             raise UsageError(
                 f"the rollout has {len(rollout.path) - 1} steps, the sampler {sampler.num_steps}"
