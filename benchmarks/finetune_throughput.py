@@ -3,10 +3,11 @@ queue) against the nested-loop adjoint, at equal batch size.
 
 Both make one theta update from a batch of ``n`` samples and spend the same forward
 network evaluations per update (K sampling steps and K recomputations in the adjoint
-sweep, per sample). The nested loop runs its K sampling steps one after another on the
-batch; the queue advances K batches by one step in one network call. Measured on the
-shipped models with the reverse-SDE sampler, after warm-up (the queue filled), best of
-``--repeats`` runs of ``--updates`` updates; Adam, lam = 0.
+sweep, per sample). The nested loop (``FineTuner(sampler, objective,
+AdjointEstimator())``) runs its K sampling steps one after another on the batch; the
+queue (``QueuedImplicitDiffusion``) advances K batches by one step in one network call.
+Measured on the shipped models with the reverse-SDE sampler, after warm-up (the queue
+filled), best of ``--repeats`` runs of ``--updates`` updates; Adam, lam = 0.
 
 Prints a table and writes ``benchmarks/results/finetune_throughput.json``.
 Usage: ``python benchmarks/finetune_throughput.py [--updates 10] [--repeats 3]``.
@@ -25,7 +26,6 @@ import torch
 
 import sampleopt as so
 from sampleopt.objectives import Brightness
-from sampleopt.training.finetune import FineTuner
 
 CASES = [  # (model, batch size, K, reward)
     ("hex", 64, 20, lambda x: -((x - torch.tensor([4.0, 3.8])) ** 2).sum(1) / 10),
@@ -34,18 +34,26 @@ CASES = [  # (model, batch size, K, reward)
 ]
 
 
+def make_algorithm(sampler, objective, method: str, n: int):
+    """``"adjoint"``: the nested loop with the adjoint estimator; ``"implicit"``: the queue."""
+    if method == "implicit":
+        return so.QueuedImplicitDiffusion(
+            sampler, objective, batch_size=n, lr=1e-6, optimizer="adam"
+        )
+    return so.FineTuner(sampler, objective, so.AdjointEstimator(), batch_size=n, lr=1e-6)
+
+
 def measure(model: str, n: int, K: int, reward, method: str, updates: int, repeats: int):
     base = so.load_base_model(model)
     sampler = so.ReverseSDESampler(
         copy.deepcopy(base.denoiser), base.schedule, K, data_shape=base.data_shape
     )
-    ft = FineTuner(sampler, so.Objective(reward), method=method, batch_size=n, lr=1e-6)
-    ft.step()  # warm-up (fills the queue)
+    ft = make_algorithm(sampler, so.Objective(reward), method, n)
+    ft.run(1)  # warm-up (fills the queue)
     best = float("inf")
     for _ in range(repeats):
         e0, t0 = ft.network_evals, time.perf_counter()
-        for _ in range(updates):
-            ft.step()
+        ft.run(updates)
         dt = time.perf_counter() - t0
         best = min(best, dt)
         evals = ft.network_evals - e0

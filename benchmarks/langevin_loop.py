@@ -57,7 +57,7 @@ def make_alg(autograd: bool, seed: int = 0, order: str = "parallel") -> so.Impli
         sampler,
         so.Objective(so.HexReward()),
         n_particles=PARTICLES,
-        step_size=0.1,
+        lr=0.1,
         generator=torch.Generator().manual_seed(seed),
         order=order,
     )

@@ -1,11 +1,11 @@
 """What the mnist-brightness objective's optimum scores on the classifier FID.
 
 The minimiser of -E[r(x_K)] + lam * KL(P || P_base) over all path laws is the base law
-tilted by the reward, p*(x) ∝ p_base(x) exp(r(x) / lam) (methods.md 1), whose path KL
-is the terminal KL. This script draws a pool of base samples (the experiment's sampler:
-reverse SDE, K = 20) and reweights it by exp(r / lam): self-normalised importance
-weights give the optimum's mean reward, its KL to the base (sum w log(N w)), and its
-classifier FID two ways:
+tilted by the reward, p*(x) ∝ p_base(x) exp(r(x) / lam) (docs/methods.md section 1),
+whose path KL is the terminal KL. This script draws a pool of base samples (the
+experiment's sampler: reverse SDE, K = 20) and reweights it by exp(r / lam):
+self-normalised importance weights give the optimum's mean reward, its KL to the base
+(sum w log(N w)), and its classifier FID two ways:
 
 * ``fid_weighted``: the Frechet distance between the weighted Gaussian of the pool's
   features and the training images' (large n; the ratio to the unweighted pool);

@@ -230,7 +230,7 @@ class _Runner(Runner):
                     self.writer.add_scalar(f"{run}/{key}", rec[key], tuner.updates)
             if run == "main" and self.cfg.eval_every and tuner.updates % self.cfg.eval_every == 0:
                 ev, x = self.evaluate(tuner.sampler)
-                self.rd.log_metrics([{"run": "eval", "update": tuner.updates, **ev}])
+                self.rd.log_metrics([{"run": "eval", "step": tuner.updates, **ev}])
                 image_grid(
                     self.rd.file(f"samples_update{tuner.updates}.png"),
                     x[:64],
