@@ -1,5 +1,5 @@
 """Bad input to the finite-horizon estimators: one clear error each, parameters
-untouched."""
+untouched (the shared checks of the Estimator base class, docs/methods.md section 3.7)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from sampleopt.estimators import (
     UnrolledEstimator,
     ZerothOrderEstimator,
 )
+from sampleopt.objectives import GibbsKL, PathKL
 from sampleopt.samplers import AffineChain
-from test_estimators_oracle import exact_gaussian
+from sampleopt.testing import oracle_case
 
 ALL = [
     UnrolledEstimator,
@@ -44,7 +45,7 @@ def unchanged(sampler, before):
 
 
 def test_score_function_refuses_a_deterministic_step():
-    sampler = exact_gaussian([0.5, -1.0], so.DDPMSampler)  # DDPM's last step adds no noise
+    sampler = oracle_case("ddpm").sampler  # DDPM's last step adds no noise
     for est in (ScoreFunctionEstimator(), ScoreFunctionEstimator(clip=0.2)):
         with pytest.raises(UsageError, match=r"step 7 of DDPMSampler is deterministic \(s_k = 0\)"):
             run(est, sampler, lambda x: x[:, 0])
@@ -77,7 +78,10 @@ def test_a_reward_of_the_wrong_shape_is_refused(make):
     sampler = chain()
     before = [p.detach().clone() for p in sampler.parameters()]
     for reward, shape in ((lambda x: x, r"\(8, 2\)"), (lambda x: x.sum(), r"\(\)")):
-        with pytest.raises(UsageError, match=rf"reward must return shape \(8,\).*got {shape}"):
+        with pytest.raises(
+            UsageError,
+            match=rf"reward \(for the .* estimator\) must return shape \(8,\).*got {shape}",
+        ):
             run(make(), sampler, reward)
     with pytest.raises(UsageError, match="must return a torch.Tensor"):
         run(make(), sampler, lambda x: x[:, 0].tolist())
@@ -138,7 +142,7 @@ def test_bad_estimator_settings():
         ZerothOrderEstimator(delta=0.0)
     with pytest.raises(UsageError, match="directions must be an integer >= 1"):
         ZerothOrderEstimator(directions=0)
-    with pytest.raises(UsageError, match="leave-one-out baseline needs at least 2 samples"):
+    with pytest.raises(UsageError, match="score-function estimator needs at least 2 samples"):
         ScoreFunctionEstimator().loss(chain(), so.Objective(lambda x: x[:, 0]), n=1)
 
 
@@ -148,17 +152,25 @@ def test_a_rollout_that_does_not_fit_is_refused():
     rollout = est.rollout(chain(), obj, n=4)
     with pytest.raises(UsageError, match="the rollout has 4 steps, the sampler 6"):
         est.loss(AffineChain.random(2, 6), obj, rollout=rollout)
-    with pytest.raises(UsageError, match="pass the number of paths n="):
+    with pytest.raises(UsageError, match=r"needs n=\.\.\. \(or x0=\.\.\.\)"):
         est.loss(chain(), obj)
 
 
 def test_a_reference_chain_of_another_length_is_refused():
+    """The path KL's reference chain must take the sampler's steps (refused at loss
+    time); lam > 0 without a reference chain is refused when the objective is built,
+    and a reference potential (Gibbs KL) is not a path KL."""
     sampler = chain()
-    obj = so.Objective(
-        lambda x: x[:, 0], lam=0.5, reference=so.QuadraticPotential(torch.zeros(2), torch.eye(2))
+    reward = lambda x: x[:, 0]  # noqa: E731
+    obj = so.Objective(reward, lam=0.5, divergence=PathKL(AffineChain.random(2, 6)))
+    with pytest.raises(UsageError, match="lam > 0 needs a divergence"):
+        so.Objective(reward, lam=0.5)
+    pot = so.QuadraticPotential(
+        torch.zeros(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64)
     )
+    gibbs = so.Objective(reward, lam=0.5, divergence=GibbsKL(pot))
     for make in (UnrolledEstimator, AdjointEstimator, ScoreFunctionEstimator, ZerothOrderEstimator):
         with pytest.raises(UsageError, match="reference chain has 6 steps, the sampler 4"):
-            make(reference=AffineChain.random(2, 6)).loss(sampler, obj, n=4)
-        with pytest.raises(UsageError, match="lam > 0 needs a reference chain"):
             make().loss(sampler, obj, n=4)
+        with pytest.raises(UsageError, match="differentiates a PathKL, not a GibbsKL"):
+            make().loss(sampler, gibbs, n=4)

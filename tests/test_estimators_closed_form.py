@@ -1,4 +1,5 @@
-"""Closed-form checks of the covariance and unrolled gradient estimators.
+"""Closed-form checks of the covariance and unrolled gradient estimators
+(docs/methods.md sections 3.5 and 3.1).
 
 Everything runs in float64 with seeded generators. Statistical assertions compare a
 mean over independent repeats with a closed form, with a tolerance of 4 standard
@@ -26,13 +27,16 @@ from sampleopt import (
     CovarianceEstimator,
     FunctionPotential,
     GaussianMixturePotential,
+    GibbsKL,
     HexReward,
     LangevinSampler,
     Objective,
+    PathKL,
     QuadraticPotential,
     UnrolledEstimator,
     hex_centres,
 )
+from sampleopt.testing import QuadraticReward
 
 Z = 4.0  # tolerance, in standard errors
 
@@ -52,10 +56,6 @@ def quadratic_problem(d: int = 3, seed: int = 0):
     b = torch.randn(d, d, generator=g, dtype=F64)
     q = (b + b.T) / 4
     return p, theta, a, q
-
-
-def quad_reward(a: torch.Tensor, q: torch.Tensor):
-    return lambda x: x @ a + ((x @ q) * x).sum(1)
 
 
 def quad_potential(theta, p) -> QuadraticPotential:
@@ -114,7 +114,7 @@ def test_covariance_exact_gibbs_law_matches_gradient_of_expected_reward():
     S = P^{-1}, i.e. exactly grad_theta(-E[r]) = -(a + 2 Q theta)."""
     p, theta, a, q = quadratic_problem(d=3, seed=1)
     pot = quad_potential(theta, p)
-    reward = quad_reward(a, q)
+    reward = QuadraticReward(a, q)
     xs = gaussian_batches(theta, torch.linalg.inv(p), r=200, n=500, g=gen(11))
     estimates = covariance_estimates(pot, Objective(reward), xs)
     # per batch it is exactly -P times the unbiased (1/(n-1)) sample Cov(r, x)
@@ -138,7 +138,7 @@ def test_covariance_on_ula_stationary_law_has_explicit_bias():
     assert torch.equal(mu, theta)
     torch.testing.assert_close(amat @ s @ amat.T + 2 * gamma * eye, s, rtol=1e-12, atol=1e-12)
     xs = gaussian_batches(theta, s, r=200, n=2000, g=gen(12))
-    mean, se = mean_and_se(covariance_estimates(pot, Objective(quad_reward(a, q)), xs))
+    mean, se = mean_and_se(covariance_estimates(pot, Objective(QuadraticReward(a, q)), xs))
     assert_within(mean, se, -p @ s @ (a + 2 * q @ theta), "ULA-law covariance estimate")
     assert_resolves(mean, se, -(a + 2 * q @ theta), "ULA-law covariance estimate vs Gibbs law")
 
@@ -156,7 +156,7 @@ def test_covariance_on_langevin_samples_matches_ula_closed_form():
     sampler = LangevinSampler(pot, gamma, num_steps=steps)
     with torch.no_grad():
         xs = sampler.sample(r * n, generator=gen(13)).reshape(r, n, 3)
-    mean, se = mean_and_se(covariance_estimates(pot, Objective(quad_reward(a, q)), xs))
+    mean, se = mean_and_se(covariance_estimates(pot, Objective(QuadraticReward(a, q)), xs))
     _, s = pot.ula_stationary(gamma)
     assert_within(mean, se, -p @ s @ (a + 2 * q @ theta), "Langevin-sample covariance estimate")
     assert_resolves(mean, se, -(a + 2 * q @ theta), "Langevin-sample estimate vs Gibbs law")
@@ -287,7 +287,7 @@ def test_surrogate_loss_backward_equals_gradient(kind, kl):
             with torch.no_grad():
                 for prm in reference.parameters():
                     prm.add_(torch.linspace(-0.5, 1.0, prm.numel(), dtype=F64))
-            objective = Objective(reward, lam=0.8, kl=kl, reference=reference)
+            objective = Objective(reward, lam=0.8, divergence=GibbsKL(reference, kl))
         ref = x_ref if kl == "reverse" else None
         est = CovarianceEstimator()
         with torch.no_grad():
@@ -318,7 +318,7 @@ def test_forward_kl_covariance_estimate_closed_form(same_precision):
     xs = gaussian_batches(theta, s, r=200, n=500, g=gen(41))
     zero = lambda x: torch.zeros(x.shape[0], dtype=x.dtype)  # noqa: E731
     kl_target = lam * p @ s @ p_ref @ (theta - theta_ref)
-    objective = Objective(zero, lam=lam, kl="forward", reference=reference)
+    objective = Objective(zero, lam=lam, divergence=GibbsKL(reference, "forward"))
     estimates = covariance_estimates(pot, objective, xs)
     if same_precision:
         # V_theta - V_ref is linear in x: per batch the estimate is exactly
@@ -331,7 +331,9 @@ def test_forward_kl_covariance_estimate_closed_form(same_precision):
     assert_within(mean, se, kl_target, "forward-KL estimate")
     assert_resolves(mean, se, -kl_target, "forward-KL estimate (sign)")
     if not same_precision:
-        objective = Objective(quad_reward(a, q), lam=lam, kl="forward", reference=reference)
+        objective = Objective(
+            QuadraticReward(a, q), lam=lam, divergence=GibbsKL(reference, "forward")
+        )
         mean, se = mean_and_se(covariance_estimates(pot, objective, xs))
         target = kl_target - p @ s @ (a + 2 * q @ theta)
         assert_within(mean, se, target, "reward + forward-KL estimate")
@@ -350,7 +352,9 @@ def test_reverse_kl_covariance_estimate_closed_form():
     xs = gaussian_batches(theta, s, r=200, n=500, g=gen(51))
     refs = gaussian_batches(theta_ref, s, r=200, n=400, g=gen(52))
     zero = lambda x: torch.zeros(x.shape[0], dtype=x.dtype)  # noqa: E731
-    objective = Objective(zero, lam=lam, kl="reverse", reference=quad_potential(theta_ref, p))
+    objective = Objective(
+        zero, lam=lam, divergence=GibbsKL(quad_potential(theta_ref, p), "reverse")
+    )
     estimates = covariance_estimates(pot, objective, xs, refs)
     # per batch it is exactly lam P (xbar - xbar_ref)
     torch.testing.assert_close(
@@ -409,7 +413,8 @@ def test_unrolled_gradient_matches_finite_differences(kind, lam):
     sampler = LangevinSampler(pot, 0.1, num_steps=20, init_scale=2.0)
     reward = build64(HexReward, smooth=True)
     reference = UNROLLED_POTENTIALS[kind](torch.linspace(-1, 1, 6, dtype=F64))
-    objective = Objective(reward, lam=lam, kl="forward", reference=reference)
+    # the path KL to the same Langevin chain on the reference potential
+    objective = Objective(reward, lam=lam, divergence=PathKL(sampler.with_potential(reference)))
     theta, loss = unrolled_loss_fn(sampler, objective, n=64, seed=62)
     base = loss(logits0)
     assert torch.equal(loss(logits0), base)  # common random numbers: deterministic
@@ -440,7 +445,9 @@ def test_unrolled_path_kl_on_quadratic_is_exact():
     sampler = LangevinSampler(pot, gamma, num_steps=k)
     # a reward that is identically 0 but carries a graph (the estimator requires one)
     objective = Objective(
-        lambda x: 0.0 * x.sum(1), lam=lam, kl="forward", reference=quad_potential(theta_ref, p)
+        lambda x: 0.0 * x.sum(1),
+        lam=lam,
+        divergence=PathKL(sampler.with_potential(quad_potential(theta_ref, p))),
     )
     delta = theta - theta_ref
     for seed in range(3):
@@ -480,7 +487,7 @@ def test_unrolled_quadratic_reward_on_quadratic_matches_closed_form():
     gamma, k, r = 0.1, 10, 200
     pot = quad_potential(theta, p)
     sampler = LangevinSampler(pot, gamma, num_steps=k)
-    objective = Objective(quad_reward(a, q))
+    objective = Objective(QuadraticReward(a, q))
     grads = []
     for seed in range(r):
         pot.zero_grad(set_to_none=True)

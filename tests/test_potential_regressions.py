@@ -5,6 +5,7 @@ import torch
 
 from sampleopt import (
     GaussianMixturePotential,
+    GibbsKL,
     ImplicitDiffusion,
     LangevinSampler,
     Objective,
@@ -35,13 +36,13 @@ def test_implicit_diffusion_with_fused_adam_samples_from_stale_logits():
     pot = GaussianMixturePotential(hex_centres(), torch.zeros(6)).double()
     ref = GaussianMixturePotential(hex_centres(), torch.tensor([2.0, 0, 0, 0, 0, 0])).double()
     zero = lambda x: torch.zeros(x.shape[0], dtype=x.dtype)  # noqa: E731
-    objective = Objective(zero, lam=1.0, kl="forward", reference=ref)
+    objective = Objective(zero, lam=1.0, divergence=GibbsKL(ref, "forward"))
     opt = torch.optim.Adam(pot.parameters(), lr=0.05, fused=True)
     alg = ImplicitDiffusion(
         LangevinSampler(pot, 0.1),
         objective,
         n_particles=200,
-        step_size=0.05,
+        lr=0.05,
         optimizer=opt,
         generator=torch.Generator().manual_seed(0),
     )
