@@ -21,7 +21,11 @@ def positive_int(name: str, v) -> int:
 class Algorithm:
     """Base class of the loops over theta (see the module docstring)."""
 
-    def _setup(self, sampler, objective, estimator, *, n, lr, optimizer, params, seed, record):
+    def _setup(
+        self, sampler, objective, estimator, batch_size, lr, optimizer, params, seed, record
+    ):
+        """Check and keep what every loop needs; ``batch_size`` samples per estimator call."""
+        self.n = n = positive_int("batch_size", batch_size)
         if not isinstance(estimator, Estimator):
             raise UsageError(
                 "estimator must be a sampleopt estimator object (e.g. so.AdjointEstimator() or "

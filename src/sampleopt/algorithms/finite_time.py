@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sampleopt.algorithms.base import Algorithm, positive_int
+from sampleopt.algorithms.base import Algorithm
 from sampleopt.algorithms.history import History
 from sampleopt.algorithms.step_size import StepSize
 from sampleopt.errors import UsageError
@@ -84,17 +84,8 @@ class QueuedImplicitDiffusion(Algorithm):
                 f"{getattr(estimator, 'name', estimator)!r} estimator cannot (it draws its own); "
                 "use the adjoint estimator here, or the nested loop (FineTuner) for this one"
             )
-        self.n = positive_int("batch_size", batch_size)
         self._setup(
-            sampler,
-            objective,
-            estimator,
-            n=self.n,
-            lr=lr,
-            optimizer=optimizer,
-            params=params,
-            seed=seed,
-            record=record_theta,
+            sampler, objective, estimator, batch_size, lr, optimizer, params, seed, record_theta
         )
         self.queue: deque[_Batch] = deque()
         self.batches_started = 0

@@ -64,18 +64,9 @@ class NestedLoop(Algorithm):
         seed: int = 0,
         record_theta: bool = True,
     ):
-        self.n = positive_int("batch_size", batch_size)
         self.accumulate = positive_int("accumulate", accumulate)
         self._setup(
-            sampler,
-            objective,
-            estimator,
-            n=self.n,
-            lr=lr,
-            optimizer=optimizer,
-            params=params,
-            seed=seed,
-            record=record_theta,
+            sampler, objective, estimator, batch_size, lr, optimizer, params, seed, record_theta
         )
         self._params_arg = None if params is None else self.params  # None: all of them
         self.generator = generator

@@ -94,17 +94,10 @@ class ScoreFunctionEstimator(Estimator):
     def options(self) -> dict:
         return {"baseline": self.baseline, "clip": self.clip}
 
-    def rollout(
-        self,
-        sampler: GaussianChain,
-        objective: Objective,
-        *,
-        n: int | None = None,
-        generator: torch.Generator | None = None,
-        x0: torch.Tensor | None = None,
-    ) -> Rollout:
-        """Draw n paths at the current parameters (no graph) for :meth:`loss`."""
-        return self._rollout(self.check_call(sampler, objective, n=n, x0=x0, generator=generator))
+    def rollout(self, sampler: GaussianChain, objective: Objective, **kw) -> Rollout:
+        """Draw n paths at the current parameters (no graph) for :meth:`loss`; takes
+        :meth:`loss`'s ``n``, ``generator`` and ``x0``."""
+        return self._rollout(self.check_call(sampler, objective, **kw))
 
     def _rollout(self, call: Call) -> Rollout:
         sampler, path_kl = call.sampler, call.path_kl
