@@ -22,12 +22,12 @@ def test_implicit_diffusion_default_sgd_equals_torch_sgd(schedule):
     thetas = []
     for use_torch in (False, True):
         pot = _mixture()
-        opt = torch.optim.SGD(pot.parameters(), lr=123.0) if use_torch else None  # lr is reset
+        opt = torch.optim.SGD(pot.parameters(), lr=123.0) if use_torch else "sgd"  # lr is reset
         alg = so.ImplicitDiffusion(
             so.LangevinSampler(pot, 0.2),
             _objective(),
             n_particles=50,
-            step_size=so.StepSize(0.3, schedule),
+            lr=so.StepSize(0.3, schedule),
             optimizer=opt,
             generator=torch.Generator().manual_seed(1),
         )
@@ -40,13 +40,13 @@ def test_nested_loop_default_sgd_equals_torch_sgd(estimator):
     hists = []
     for use_torch in (False, True):
         pot = _mixture()
-        opt = torch.optim.SGD(pot.parameters(), lr=0.0) if use_torch else None
+        opt = torch.optim.SGD(pot.parameters(), lr=0.0) if use_torch else "sgd"
         loop = so.NestedLoop(
             so.LangevinSampler(pot, 0.2, num_steps=7),
             _objective(),
             estimator(),
-            n_samples=40,
-            step_size=0.5,
+            batch_size=40,
+            lr=0.5,
             optimizer=opt,
             generator=torch.Generator().manual_seed(2),
         )

@@ -113,13 +113,56 @@ def test_non_finite_reward_rolls_back_block(bad):
         return r * bad if calls["n"] == 130 else r
 
     alg = _hex_alg(reward)
-    seen = []
+    seen, start = [], {}
+
+    def callback(h, a):
+        seen.append(h.step.tolist())
+        if not start:  # the end of the first block: the start of the one that fails
+            start["params"] = [p.detach().clone() for p in a.params]
+            start["particles"] = a.particles.clone()
+            start["generator"] = a.generator.get_state()
+
     with pytest.raises(NonFiniteError, match="the rewards contain NaN or inf at step 130"):
-        alg.run(300, block=100, callback=lambda h, a: seen.append(h.step.tolist()))
+        alg.run(300, block=100, callback=callback)
     assert seen[0] == list(range(1, 101)) and seen[1] == list(range(101, 130))
     assert alg.iteration == 100  # state rolled back to the last good block
     assert bool(torch.isfinite(alg.particles).all())
     assert bool(torch.isfinite(alg.sampler.potential.logits).all())
+    # parameters, particles and the generator's state are those at the block's start
+    assert all(torch.equal(a, p) for a, p in zip(start["params"], alg.params, strict=True))
+    assert torch.equal(alg.particles, start["particles"])
+    assert torch.equal(alg.generator.get_state(), start["generator"])
+
+
+@pytest.mark.parametrize("order", ["parallel", "sequential"])
+def test_non_finite_reward_rolls_back_the_generator_too(order):
+    """After a NaN in the second block, parameters, particles and the torch.Generator's
+    state equal those at the start of that block, so a rerun of the block draws the same
+    noise as the first attempt did."""
+    calls = {"n": 0}
+
+    def reward(x):
+        calls["n"] += 1
+        r = x[:, 0]
+        return r * math.nan if calls["n"] == 130 else r
+
+    alg = _hex_alg(reward, order=order)
+    alg.run(100, block=100)
+    params = [p.detach().clone() for p in alg.params]
+    particles = alg.particles.clone()
+    gen_state = alg.generator.get_state()
+    with pytest.raises(NonFiniteError, match="the rewards contain NaN or inf at step 130"):
+        alg.run(100, block=100)
+    assert alg.iteration == 100
+    assert all(torch.equal(a, p) for a, p in zip(params, alg.params, strict=True))
+    assert torch.equal(alg.particles, particles)
+    assert torch.equal(alg.generator.get_state(), gen_state)
+    # the retried block (the reward now finite) is the one an unbroken run makes
+    again = alg.run(100, block=100)
+    twin = _hex_alg(lambda x: x[:, 0], order=order)
+    straight = twin.run(200, block=100)
+    torch.testing.assert_close(again.theta, straight.theta[100:], rtol=0, atol=0)
+    assert torch.equal(alg.particles, twin.particles)
 
 
 @pytest.mark.parametrize("order", ["parallel", "sequential"])
@@ -181,18 +224,25 @@ def test_unrolled_needs_a_differentiable_reward():
         so.UnrolledEstimator().loss(sampler, objective, n=8)
 
 
+def _gibbs_kl(direction):
+    return so.GibbsKL(so.QuadraticPotential(torch.zeros(2), torch.eye(2)), direction)
+
+
 @pytest.mark.parametrize(
     "kwargs, needle",
     [
-        ({"lam": -0.5}, "lam must be a finite number >= 0"),
-        ({"lam": math.nan}, "lam must be a finite number >= 0"),
-        ({"lam": 1.0, "kl": "sideways"}, "unknown KL direction 'sideways'"),
-        ({"lam": 1.0}, "lam > 0 needs a reference potential"),
+        (lambda: {"lam": -0.5}, "lam must be a finite number >= 0"),
+        (lambda: {"lam": math.nan}, "lam must be a finite number >= 0"),
+        (
+            lambda: {"lam": 1.0, "divergence": _gibbs_kl("sideways")},
+            "unknown KL direction 'sideways'",
+        ),
+        (lambda: {"lam": 1.0}, "lam > 0 needs a divergence"),
     ],
 )
 def test_bad_objective(kwargs, needle):
     with pytest.raises(UsageError, match=needle):
-        so.Objective(lambda x: x[:, 0], **kwargs)
+        so.Objective(lambda x: x[:, 0], **kwargs())
 
 
 def test_bad_sampler_and_algorithm_arguments():
@@ -214,6 +264,6 @@ def test_bad_sampler_and_algorithm_arguments():
 
 def test_reverse_kl_without_reference_samples():
     pot = so.QuadraticPotential(torch.zeros(2), torch.eye(2))
-    obj = so.Objective(lambda x: x[:, 0], lam=1.0, kl="reverse", reference=pot)
+    obj = so.Objective(lambda x: x[:, 0], lam=1.0, divergence=so.GibbsKL(pot, "reverse"))
     with pytest.raises(UsageError, match="reverse KL term needs samples of the reference"):
         so.CovarianceEstimator().gradient(pot, obj, torch.randn(10, 2))

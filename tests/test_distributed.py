@@ -17,14 +17,13 @@ TESTS = str(Path(__file__).parent)
 
 def _tuner(method: str, accumulate: int):
     import sampleopt as so
-    from sampleopt.training.finetune import FineTuner
     from test_finite_time import neural, reward
 
     torch.set_num_threads(1)
-    return FineTuner(
+    return so.FineTuner(
         neural(),
         so.Objective(reward),
-        method=method,
+        so.make_estimator(method),
         batch_size=4,
         lr=1e-2,
         accumulate=accumulate,
@@ -84,7 +83,7 @@ from test_distributed import _tuner
 ft = _tuner("adjoint", 1)
 for _ in range(2):
     ft.step()
-torch.save([p.grad for p in ft.params], {out!r} + "." + str(ft.rank))
+torch.save([p.grad for p in ft.params], {out!r} + "." + str(ft.update.rank))
 """
 
 
@@ -118,8 +117,8 @@ def test_an_experiment_under_accelerate_launch_equals_one_process(tmp_path):
     from sampleopt.rundir import load_checkpoint
 
     args = ["run", "mnist-brightness", "--no-progress"]
-    for kv in ("method=adjoint", "steps=2", "updates=3", "batch_size=2", "eval_n=4",
-               "eval_every=0", "checkpoint_every=3"):  # fmt: skip
+    for kv in ("algorithm=nested", "estimator=adjoint", "steps=2", "updates=3",
+               "batch_size=2", "eval_n=4", "eval_every=0", "checkpoint_every=3"):  # fmt: skip
         args += ["--set", kv]
     launcher = Path(sys.executable).with_name("accelerate")
     cmd = [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]

@@ -1,5 +1,6 @@
-"""The fine-tuning loop: every method updates, resume is bit-identical, bad input is
-refused with nothing lost; the image rewards."""
+"""The fine-tuning loops (the nested FineTuner with each estimator, and the queue of
+finite-time Implicit Diffusion): every method updates, resume is bit-identical, bad
+input is refused with nothing lost; the image rewards."""
 
 from __future__ import annotations
 
@@ -9,29 +10,42 @@ import pytest
 import torch
 
 import sampleopt as so
+from sampleopt import FineTuner, QueuedImplicitDiffusion
 from sampleopt.errors import NonFiniteError, UsageError
-from sampleopt.objectives import Brightness, DigitProbability
-from sampleopt.training.finetune import METHODS, FineTuner
+from sampleopt.objectives import Brightness, DigitProbability, PathKL
 from test_finite_time import neural, reward
 
-UNUSED = so.QuadraticPotential(torch.zeros(2), torch.eye(2))
+# "implicit": the queue (QueuedImplicitDiffusion); the others: FineTuner with that estimator
+METHODS = ("implicit", "adjoint", "unrolled", "truncated", "score-function")
+
+
+def make_tuner(method, sampler, objective, **kw):
+    """The fine-tuning defaults of both loops (Adam, lr 1e-4, 16 samples), as the old
+    FineTuner(method=...) had them."""
+    kw = {"batch_size": 16, "lr": 1e-4, **kw}
+    if method == "implicit":
+        return QueuedImplicitDiffusion(sampler, objective, optimizer="adam", **kw)
+    return FineTuner(sampler, objective, so.make_estimator(method), **kw)
 
 
 def tuner(method, sampler=None, lam=0.0, **kw):
     sampler = sampler or neural()
-    ref = copy.deepcopy(sampler).requires_grad_(False)
-    obj = so.Objective(reward, lam=lam, reference=UNUSED if lam else None)
-    return FineTuner(
-        sampler, obj, method=method, batch_size=4, lr=1e-2, reference=ref if lam else None, **kw
-    )
+    obj = so.Objective(reward, lam=lam, divergence=PathKL(sampler) if lam else None)
+    return make_tuner(method, sampler, obj, batch_size=4, lr=1e-2, **kw)
+
+
+def update(ft) -> dict:
+    """One theta update (the queue iterates until its next finished batch); its row."""
+    (row,) = ft.run(1).rows()
+    return row
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_updates_and_counts_its_network_evaluations(method):
     ft = tuner(method, lam=0.3)
     before = [p.detach().clone() for p in ft.params]
-    recs = [ft.step() for _ in range(2)]
-    assert [r["update"] for r in recs] == [1, 2]
+    recs = [update(ft) for _ in range(2)]
+    assert [r["step"] for r in recs] == [1, 2]
     assert any(not torch.equal(a, p) for a, p in zip(before, ft.params, strict=True))
     K, n = ft.sampler.num_steps, ft.n
     per_update = {"unrolled": 1, "truncated": 1}.get(method, 2) * K * n
@@ -45,15 +59,15 @@ def test_every_method_updates_and_counts_its_network_evaluations(method):
 def test_resume_from_state_tensors_is_bit_identical(method):
     straight = tuner(method, lam=0.3)
     for _ in range(5):
-        straight.step()
+        update(straight)
     first = tuner(method, lam=0.3)
     for _ in range(2):
-        first.step()
+        update(first)
     saved = {k: v.clone() for k, v in first.state_tensors().items()}
     resumed = tuner(method, lam=0.3)  # a fresh process: same model and settings
     resumed.load_state_tensors(saved)
     for _ in range(3):
-        resumed.step()
+        update(resumed)
     for a, b in zip(straight.params, resumed.params, strict=True):
         assert torch.equal(a, b)
     assert straight.network_evals == resumed.network_evals
@@ -63,7 +77,7 @@ def test_a_checkpoint_of_a_different_model_is_refused():
     saved = tuner("adjoint").state_tensors()
     sampler = neural()
     partial = FineTuner(
-        sampler, so.Objective(reward), method="adjoint", params=[next(sampler.parameters())]
+        sampler, so.Objective(reward), so.AdjointEstimator(), params=[next(sampler.parameters())]
     )
     with pytest.raises(
         UsageError, match=r"the checkpoint holds \d+ parameter tensors, this model 1"
@@ -84,24 +98,28 @@ def test_a_checkpoint_of_a_different_model_is_refused():
 def test_a_nan_reward_stops_before_any_update(method):
     sampler = neural()
     obj = so.Objective(lambda x: reward(x) * float("nan"))
-    ft = FineTuner(sampler, obj, method=method, batch_size=4)
+    ft = make_tuner(method, sampler, obj, batch_size=4)
     before = [p.detach().clone() for p in ft.params]
     with pytest.raises(NonFiniteError, match="the reward contains NaN"):
-        ft.step()
+        update(ft)
     assert all(torch.equal(a, p) for a, p in zip(before, ft.params, strict=True))
     assert ft.updates == 0
 
 
 def test_bad_settings():
     obj = so.Objective(reward)
-    with pytest.raises(UsageError, match="unknown method 'ddpo'; choose one of implicit"):
-        FineTuner(neural(), obj, method="ddpo")
+    adjoint = so.AdjointEstimator()
+    with pytest.raises(UsageError, match="unknown estimator 'ddpo'; choose one of adjoint"):
+        so.make_estimator("ddpo")
+    with pytest.raises(UsageError, match="estimator must be a sampleopt estimator object"):
+        FineTuner(neural(), obj, "adjoint")
     with pytest.raises(UsageError, match="batch_size must be an integer >= 1"):
-        FineTuner(neural(), obj, batch_size=0)
-    with pytest.raises(UsageError, match="lr must be a number >= 0"):
-        FineTuner(neural(), obj, lr=-1e-3)
-    with pytest.raises(UsageError, match="accumulate applies to the nested methods"):
-        FineTuner(neural(), obj, method="implicit", accumulate=2)
+        FineTuner(neural(), obj, adjoint, batch_size=0)
+    with pytest.raises(UsageError, match="step size eta must be a finite number >= 0"):
+        FineTuner(neural(), obj, adjoint, lr=-1e-3)
+    # the queue makes one update per finished batch: it has no accumulate setting at all
+    with pytest.raises(TypeError, match="accumulate"):
+        QueuedImplicitDiffusion(neural(), obj, batch_size=4, accumulate=2)
     with pytest.raises(UsageError, match="lam must be a finite number >= 0"):
         so.Objective(reward, lam=-1.0)
 
@@ -111,7 +129,9 @@ def test_image_rewards():
     x[1] = 1.0
     x[2] = 5.0  # outside the displayable range: clamped, no extra reward
     torch.testing.assert_close(Brightness()(x), torch.tensor([0.0, 1.0, 1.0]))
-    images, labels = so.data.mnist("test")
+    from sampleopt.data import mnist  # not imported by `import sampleopt`
+
+    images, labels = mnist("test")
     for d in (0, 7):
         r = DigitProbability(d)(images[:200])
         assert r.shape == (200,) and bool(((r >= 0) & (r <= 1)).all())
@@ -135,7 +155,7 @@ def test_lora_trains_only_the_adapters_from_the_base():
     trainable = [n for n, p in sampler.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
     frozen = {n: p.detach().clone() for n, p in sampler.named_parameters() if not p.requires_grad}
-    ft = FineTuner(sampler, so.Objective(reward), method="adjoint", batch_size=4, lr=1e-2)
+    ft = FineTuner(sampler, so.Objective(reward), so.AdjointEstimator(), batch_size=4, lr=1e-2)
     for _ in range(3):
         ft.step()
     for n, p in sampler.named_parameters():
@@ -192,8 +212,41 @@ def test_an_interrupted_mnist_run_resumes_bit_identical(tmp_path, monkeypatch, c
     sa = json.loads((full / "summary.json").read_text())
     sb = json.loads((cut / "summary.json").read_text())
     assert sa["tuned"] == sb["tuned"]
-    updates = [json.loads(r)["update"] for r in (cut / "metrics.jsonl").read_text().splitlines()]
-    assert updates == [1, 2, 3, 4, 5, 6]
+    steps = [json.loads(r)["step"] for r in (cut / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_an_interrupted_mnist_run_with_evaluations_resumes(tmp_path, monkeypatch):
+    """As above, with evaluation rows in metrics.jsonl (eval_every=2) before the cut."""
+    import json
+
+    from sampleopt.cli import main
+    from sampleopt.rundir import load_checkpoint
+
+    args = [*MNIST_ARGS, "--set", "eval_every=2"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert main(["run", "mnist-brightness", "--out", str(full), *args]) == 0
+    calls = {"n": 0}
+    original = Brightness.forward
+
+    def interrupt(self, x):
+        calls["n"] += 1
+        if calls["n"] == 9:  # base, updates 1-2, eval, 3-4, eval (checkpoint at 4), 5, 6
+            raise KeyboardInterrupt
+        return original(self, x)
+
+    monkeypatch.setattr(Brightness, "forward", interrupt)
+    assert main(["run", "mnist-brightness", "--out", str(cut), *args]) == 130
+    assert load_checkpoint(cut)[1]["update"] == 4
+    monkeypatch.setattr(Brightness, "forward", original)
+    assert main(["resume", str(cut), "--no-progress"]) == 0
+    a, b = load_checkpoint(full)[0], load_checkpoint(cut)[0]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    rows = [json.loads(r) for r in (cut / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["run"] == "main"] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in rows if r["run"] == "eval"] == [2, 4, 6]  # trimmed, redone
 
 
 def test_finetune_command(tmp_path, capsys):
@@ -211,10 +264,36 @@ def test_finetune_command(tmp_path, capsys):
     assert "LoRA target 'attn' matches no Linear or Conv2d module" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "settings, needle",
+    [
+        (
+            ["algorithm=queue", "estimator=unrolled"],
+            "config key 'estimator' = 'unrolled' does not apply to algorithm=queue",
+        ),
+        (["algorithm=queue", "accumulate=2"], "config key 'accumulate' applies to the nested"),
+        (["method=adjoint"], "unknown config key 'method'"),
+    ],
+)
+def test_settings_the_queue_cannot_use_are_refused(settings, needle, tmp_path, capsys):
+    """The queue takes adjoint gradients along its stored paths, one update per finished
+    batch: another estimator or accumulate > 1 is a usage error before anything runs."""
+    from sampleopt.cli import main
+
+    out = tmp_path / "r"
+    argv = ["run", "mnist-brightness", "--out", str(out), "--no-progress"]
+    for kv in settings:
+        argv += ["--set", kv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1
+    assert not out.exists()  # nothing was started
+
+
 @pytest.mark.parametrize("method", ["implicit", "adjoint", "score-function"])
 def test_a_reward_of_the_wrong_shape_stops_before_any_update(method):
-    ft = FineTuner(neural(), so.Objective(lambda x: x), method=method, batch_size=4)
+    ft = make_tuner(method, neural(), so.Objective(lambda x: x), batch_size=4)
     before = [p.detach().clone() for p in ft.params]
-    with pytest.raises(UsageError, match=r"the reward must return shape \(4,\)"):
-        ft.step()
+    with pytest.raises(UsageError, match=r"the reward.* must return shape \(4,\)"):
+        update(ft)
     assert all(torch.equal(a, p) for a, p in zip(before, ft.params, strict=True))

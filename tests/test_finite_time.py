@@ -8,13 +8,13 @@ import pytest
 import torch
 
 import sampleopt as so
+from sampleopt import testing
 from sampleopt.algorithms import QueuedImplicitDiffusion
-from sampleopt.algorithms.finite_time import batch_generator
 from sampleopt.diffusion import CosineSchedule
 from sampleopt.errors import NonFiniteError, UsageError
-from sampleopt.estimators import AdjointEstimator, exact_objective
+from sampleopt.estimators import AdjointEstimator
 from sampleopt.models import TimeMLP
-from test_estimators_oracle import A_VEC, Q_MAT, exact_gaussian, quad_reward
+from sampleopt.objectives import PathKL
 
 F64 = torch.float64
 
@@ -58,30 +58,30 @@ def test_with_learning_rate_zero_the_queue_gradient_is_the_nested_adjoint(lam):
     """Every finished batch's gradient equals AdjointEstimator's on the same x_0 and
     noise (the batch's own generator), to float tolerance."""
     sampler = neural()
-    ref = copy.deepcopy(sampler).requires_grad_(False)
+    kl = PathKL(sampler)  # a frozen copy of the unperturbed sampler
     with torch.no_grad():
         for p in sampler.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    unused = so.QuadraticPotential(torch.zeros(2), torch.eye(2))
-    obj = so.Objective(reward, lam=lam, reference=unused if lam else None)
-    alg = QueuedImplicitDiffusion(sampler, obj, batch_size=6, lr=0.0, reference=ref, seed=3)
+    obj = so.Objective(reward, lam=lam, divergence=kl if lam else None)
+    alg = QueuedImplicitDiffusion(sampler, obj, batch_size=6, lr=0.0, seed=3)
     K = sampler.num_steps
     for _ in range(K - 1):
         assert alg.step() is None  # the queue fills
     checked = 0
     for _ in range(3):
+        batch = alg.queue[0].index  # the oldest batch finishes at this step
         rec = alg.step()
-        assert rec is not None
-        est = AdjointEstimator(reference=ref)
+        assert rec is not None and len(rec) == 1
+        est = AdjointEstimator()
         for p in sampler.parameters():
             p.grad = None
-        gen = batch_generator(3, rec["batch"])
+        gen = alg.batch_generator(batch)
         loss = est.loss(sampler, obj, n=6, generator=gen)
         loss.backward()
         torch.testing.assert_close(
             flat(alg.last_grads), flat(p.grad for p in sampler.parameters()), rtol=1e-10, atol=1e-12
         )
-        assert rec["value"] == pytest.approx(float(loss.detach()), rel=1e-10)
+        assert rec.rows()[0]["value"] == pytest.approx(float(loss.detach()), rel=1e-10)
         checked += 1
     assert checked == 3 and alg.updates == 3 and alg.iteration == K + 2
 
@@ -89,23 +89,22 @@ def test_with_learning_rate_zero_the_queue_gradient_is_the_nested_adjoint(lam):
 def test_the_queue_improves_the_exact_objective():
     """On the exact reverse-SDE sampler of Gaussian data (theta = mean, log scale) the
     oracle's loss falls as the queue trains."""
-    sampler = exact_gaussian([0.5, -1.0], so.ReverseSDESampler)
+    case = testing.oracle_case("sde")
     with torch.no_grad():
-        before = float(exact_objective(sampler, 2, a=A_VEC, Q=Q_MAT))
-    alg = QueuedImplicitDiffusion(sampler, so.Objective(quad_reward), batch_size=32, lr=0.05)
+        before = float(case.exact_value())
+    alg = QueuedImplicitDiffusion(case.sampler, case.objective, batch_size=32, lr=0.05)
     alg.run(60)
     with torch.no_grad():
-        after = float(exact_objective(sampler, 2, a=A_VEC, Q=Q_MAT))
+        after = float(case.exact_value())
     assert after < before - 0.5, (before, after)
 
 
 def path_kl(sampler, ref, n=256):
     """Monte-Carlo path KL(P_sampler || P_ref) (the adjoint loss with lam = 1 minus lam = 0,
     same noise)."""
-    unused = so.QuadraticPotential(torch.zeros(2), torch.eye(2))
-    with_kl = AdjointEstimator(reference=ref).loss(
+    with_kl = AdjointEstimator().loss(
         sampler,
-        so.Objective(reward, lam=1.0, reference=unused),
+        so.Objective(reward, lam=1.0, divergence=PathKL(ref)),
         n=n,
         generator=torch.Generator().manual_seed(0),
     )
@@ -120,14 +119,11 @@ def test_a_very_large_lam_keeps_the_model_at_the_base():
     lam = 1e6 the weights and the path KL stay at the base while lam = 0 moves both."""
     base = neural()
     ref = copy.deepcopy(base).requires_grad_(False)
-    unused = so.QuadraticPotential(torch.zeros(2), torch.eye(2))
     moved, kl = {}, {}
     for lam in (0.0, 1e6):
         sampler = copy.deepcopy(base)
-        obj = so.Objective(reward, lam=lam, reference=unused if lam else None)
-        alg = QueuedImplicitDiffusion(
-            sampler, obj, batch_size=16, lr=0.01 / (1 + lam), reference=ref if lam else None
-        )
+        obj = so.Objective(reward, lam=lam, divergence=PathKL(ref) if lam else None)
+        alg = QueuedImplicitDiffusion(sampler, obj, batch_size=16, lr=0.01 / (1 + lam))
         alg.run(40)
         moved[lam] = max(
             float((p - q).detach().abs().max())
@@ -161,8 +157,28 @@ def test_a_nan_reward_stops_with_nothing_lost():
 def test_bad_settings():
     with pytest.raises(UsageError, match="batch_size must be an integer >= 1"):
         QueuedImplicitDiffusion(neural(), so.Objective(reward), batch_size=0)
-    with pytest.raises(UsageError, match="lr must be a number >= 0"):
+    with pytest.raises(UsageError, match="step size eta must be a finite number >= 0"):
         QueuedImplicitDiffusion(neural(), so.Objective(reward), batch_size=2, lr=-1.0)
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [
+        so.UnrolledEstimator(),
+        so.TruncatedEstimator(2),
+        so.ScoreFunctionEstimator(),
+        so.ZerothOrderEstimator(),
+    ],
+    ids=lambda e: e.name,
+)
+def test_an_estimator_that_cannot_use_stored_paths_is_refused(estimator):
+    sampler = neural()
+    before = [p.detach().clone() for p in sampler.parameters()]
+    with pytest.raises(UsageError, match=f"the '{estimator.name}' estimator cannot"):
+        QueuedImplicitDiffusion(sampler, so.Objective(reward), estimator, batch_size=2)
+    assert all(torch.equal(a, p) for a, p in zip(before, sampler.parameters(), strict=True))
+    default = QueuedImplicitDiffusion(sampler, so.Objective(reward), batch_size=2)
+    assert isinstance(default.estimator, so.AdjointEstimator)
 
 
 def test_a_batch_of_the_wrong_shape_is_refused_by_the_batched_call():

@@ -25,6 +25,7 @@ from float64 import F64, build64, float64_modules
 from sampleopt import (
     CovarianceEstimator,
     GaussianMixturePotential,
+    GibbsKL,
     ImplicitDiffusion,
     LangevinSampler,
     Objective,
@@ -50,12 +51,12 @@ def zero_reward(x: torch.Tensor) -> torch.Tensor:
 def run_single_loop(
     pot, reference, kl, *, eta, n, iters, seed, schedule="constant", order="parallel"
 ):
-    objective = Objective(zero_reward, lam=LAM, kl=kl, reference=reference)
+    objective = Objective(zero_reward, lam=LAM, divergence=GibbsKL(reference, kl))
     alg = ImplicitDiffusion(
         LangevinSampler(pot, GAMMA),
         objective,
         n_particles=n,
-        step_size=StepSize(eta, schedule),
+        lr=StepSize(eta, schedule),
         generator=gen(seed),
         order=order,
     )
@@ -161,12 +162,12 @@ def test_inverse_sqrt_schedule_is_applied_per_iteration_across_blocks(order):
     eta, n, iters, block = 0.5, 64, 120, 50
     pot = build64(QuadraticPotential, THETA0, P)
     reference = build64(QuadraticPotential, THETA_REF, P_OTHER)
-    objective = Objective(zero_reward, lam=LAM, kl="forward", reference=reference)
+    objective = Objective(zero_reward, lam=LAM, divergence=GibbsKL(reference, "forward"))
     alg = ImplicitDiffusion(
         LangevinSampler(pot, GAMMA),
         objective,
         n_particles=n,
-        step_size=StepSize(eta, "inverse_sqrt"),
+        lr=StepSize(eta, "inverse_sqrt"),
         generator=gen(3),
         order=order,
     )

@@ -11,27 +11,28 @@ import pytest
 import torch
 
 import sampleopt as so
+from sampleopt import testing
 from sampleopt.diffusion import LateStepDenoiser
 from sampleopt.errors import UsageError
 from sampleopt.estimators import AdjointEstimator, TruncatedEstimator
+from sampleopt.objectives import PathKL
 from test_adjoint_and_oracle import grads_of
-from test_estimators_oracle import (
-    UNUSED,
-    assert_within,
-    exact_gaussian,
-    exact_gradient,
-    mean_and_se,
-    quad_reward,
-)
+from test_estimators_oracle import assert_within, mean_and_se
 
 K, M = 8, 3  # steps, of which the last M are tuned
+F64 = torch.float64
+# the oracle's quadratic reward r(x) = a^T x + x^T Q x (sampleopt.testing's default)
+REWARD = testing.QuadraticReward(
+    torch.tensor([1.0, -0.5], dtype=F64), torch.tensor([[-0.3, 0.1], [0.1, -0.2]], dtype=F64)
+)
 
 
 def late_chain():
     """Reverse SDE on Gaussian data: the tuned denoiser's mean is moved from the base's,
     and it drives only the last M steps."""
-    base = exact_gaussian([0.0, 0.2], so.ReverseSDESampler, steps=K).requires_grad_(False)
-    sampler = exact_gaussian([0.5, -1.0], so.ReverseSDESampler, steps=K)
+    base = testing.exact_gaussian_sampler([0.0, 0.2], so.ReverseSDESampler, steps=K)
+    base.requires_grad_(False)
+    sampler = testing.exact_gaussian_sampler([0.5, -1.0], so.ReverseSDESampler, steps=K)
     t_max = sampler.timesteps[K - M]
     sampler.denoiser = LateStepDenoiser(sampler.denoiser, base.denoiser, t_max)
     return sampler, base
@@ -64,10 +65,9 @@ def test_early_steps_are_the_base_and_late_steps_are_tuned():
 def test_the_adjoint_equals_truncation_at_the_switch(lam):
     """Steps before the switch hold no parameter, so DRaFT-M is exact here."""
     sampler, base = late_chain()
-    ref = base if lam > 0 else None
-    obj = so.Objective(quad_reward, lam=lam, reference=UNUSED if lam > 0 else None)
-    la, ga = grads_of(AdjointEstimator(reference=ref), sampler, obj, 32, 4)
-    lt, gt = grads_of(TruncatedEstimator(M, reference=ref), sampler, obj, 32, 4)
+    obj = so.Objective(REWARD, lam=lam, divergence=PathKL(base) if lam > 0 else None)
+    la, ga = grads_of(AdjointEstimator(), sampler, obj, 32, 4)
+    lt, gt = grads_of(TruncatedEstimator(M), sampler, obj, 32, 4)
     torch.testing.assert_close(la, lt, rtol=1e-12, atol=1e-12)
     for a, b in zip(ga, gt, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
@@ -75,9 +75,9 @@ def test_the_adjoint_equals_truncation_at_the_switch(lam):
 
 def test_the_adjoint_is_unbiased_for_the_late_step_model():
     sampler, base = late_chain()
-    obj = so.Objective(quad_reward, lam=0.5, reference=UNUSED)
-    mean, se = mean_and_se(AdjointEstimator(reference=base), sampler, obj)
-    truth = exact_gradient(sampler, base, obj)
+    obj = so.Objective(REWARD, lam=0.5, divergence=PathKL(base))
+    mean, se = mean_and_se(AdjointEstimator(), sampler, obj)
+    truth = testing.OracleCase("late-step", sampler, obj, REWARD, []).exact_gradient()
     assert truth.abs().max() > 10 * se.max()  # a test that could fail
     assert_within(mean, se, truth)
 
@@ -95,7 +95,7 @@ def test_bad_input():
 
 @pytest.mark.parametrize("method", ["implicit", "adjoint"])
 def test_fine_tuning_moves_only_the_late_steps(method):
-    from sampleopt.training.finetune import FineTuner
+    from test_finetune import make_tuner, update
     from test_finite_time import neural, reward
 
     sampler = neural()
@@ -104,9 +104,9 @@ def test_fine_tuning_moves_only_the_late_steps(method):
     sampler.denoiser = LateStepDenoiser(
         sampler.denoiser, base.denoiser, sampler.timesteps[k_switch]
     )
-    ft = FineTuner(sampler, so.Objective(reward), method=method, batch_size=4, lr=1e-2)
+    ft = make_tuner(method, sampler, so.Objective(reward), batch_size=4, lr=1e-2)
     for _ in range(3):
-        ft.step()
+        update(ft)
     x = torch.randn(5, 2, dtype=torch.float64)
     with torch.no_grad():
         for k in range(sampler.num_steps):

@@ -47,7 +47,9 @@ def test_no_package_imports_a_package_that_imports_it_back():
     assert graph, "no imports found: the walk is broken"
 
     def reaches(a: str, b: str, seen=()) -> bool:
-        return any(n == b or (n not in seen and reaches(n, b, (*seen, n))) for n in graph.get(a, ()))
+        return any(
+            n == b or (n not in seen and reaches(n, b, (*seen, n))) for n in graph.get(a, ())
+        )
 
     cycles = sorted((a, b) for a in graph for b in graph[a] if reaches(b, a))
     assert not cycles, f"import cycles between packages: {cycles}"

@@ -11,9 +11,9 @@ import torch
 
 from sampleopt.cli import main
 from sampleopt.errors import NonFiniteError, UsageError
+from sampleopt.models import load_state_checked, model_from_config
 from sampleopt.rundir import RunDir, load_checkpoint
-from sampleopt.training import DSMTrainer, TrainConfig, model_from_config
-from sampleopt.training.dsm import load_state_checked
+from sampleopt.training import DSMTrainer, TrainConfig
 
 SMALL = [
     "--set",
