@@ -16,8 +16,8 @@ from sampleopt.diffusion import LateStepDenoiser
 from sampleopt.errors import UsageError
 from sampleopt.estimators import AdjointEstimator, TruncatedEstimator
 from sampleopt.objectives import PathKL
-from test_adjoint_and_oracle import grads_of
-from test_estimators_oracle import assert_within, mean_and_se
+from tests.estimators.test_adjoint_and_oracle import grads_of
+from tests.estimators.test_estimators_oracle import assert_within, mean_and_se
 
 K, M = 8, 3  # steps, of which the last M are tuned
 F64 = torch.float64
@@ -95,8 +95,8 @@ def test_bad_input():
 
 @pytest.mark.parametrize("method", ["implicit", "adjoint"])
 def test_fine_tuning_moves_only_the_late_steps(method):
-    from test_finetune import make_tuner, update
-    from test_finite_time import neural, reward
+    from tests.algorithms.test_finetune import make_tuner, update
+    from tests.algorithms.test_finite_time import neural, reward
 
     sampler = neural()
     base = copy.deepcopy(sampler).requires_grad_(False)
@@ -115,7 +115,7 @@ def test_fine_tuning_moves_only_the_late_steps(method):
 
 def test_the_tune_steps_setting(tmp_path, capsys):
     from sampleopt.cli import main
-    from test_finetune import MNIST_ARGS
+    from tests.algorithms.test_finetune import MNIST_ARGS
 
     out = tmp_path / "late"
     assert main(["run", "mnist-brightness", "--out", str(out), *MNIST_ARGS,

@@ -12,12 +12,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-TESTS = str(Path(__file__).parent)
+REPO = str(Path(__file__).resolve().parents[2])  # where `tests` is importable from
 
 
 def _tuner(method: str, accumulate: int):
     import sampleopt as so
-    from test_finite_time import neural, reward
+    from tests.algorithms.test_finite_time import neural, reward
 
     torch.set_num_threads(1)
     return so.FineTuner(
@@ -60,7 +60,7 @@ def _free_port() -> int:
 def test_two_gloo_processes_equal_one_process_at_the_same_global_batch(
     method, tmp_path, monkeypatch
 ):
-    monkeypatch.setenv("PYTHONPATH", TESTS + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setenv("PYTHONPATH", REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     out = str(tmp_path / "result")
     mp.spawn(_worker, args=(2, _free_port(), out, method), nprocs=2, join=True)
     one = _tuner(method, accumulate=2)  # the same 2 micro-batches in one process
@@ -76,10 +76,10 @@ def test_two_gloo_processes_equal_one_process_at_the_same_global_batch(
 
 SCRIPT = """
 import sys, torch
-sys.path.insert(0, {tests!r})
+sys.path.insert(0, {repo!r})
 from accelerate import PartialState
 PartialState()  # what `accelerate launch` sets up: the process group
-from test_distributed import _tuner
+from tests.algorithms.test_distributed import _tuner
 ft = _tuner("adjoint", 1)
 for _ in range(2):
     ft.step()
@@ -92,7 +92,7 @@ def test_under_accelerate_launch_two_processes_equal_one(tmp_path):
     import sys
 
     script, out = tmp_path / "job.py", str(tmp_path / "grads")
-    script.write_text(SCRIPT.format(tests=TESTS, out=out))
+    script.write_text(SCRIPT.format(repo=REPO, out=out))
     launcher = Path(sys.executable).with_name("accelerate")
     cmd = [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
     cmd += ["--mixed_precision", "no", "--dynamo_backend", "no", str(script)]

@@ -12,7 +12,7 @@ from sampleopt.metrics.distances import frechet_distance_from_features
 
 
 def load(name):
-    path = Path(__file__).parent.parent / "scripts" / f"{name}.py"
+    path = Path(__file__).resolve().parents[2] / "scripts" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

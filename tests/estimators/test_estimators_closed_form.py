@@ -22,7 +22,6 @@ import math
 import pytest
 import torch
 
-from float64 import F64, build64  # noqa: E402
 from sampleopt import (
     CovarianceEstimator,
     FunctionPotential,
@@ -37,6 +36,7 @@ from sampleopt import (
     hex_centres,
 )
 from sampleopt.testing import QuadraticReward
+from tests.float64 import F64, build64  # noqa: E402
 
 Z = 4.0  # tolerance, in standard errors
 

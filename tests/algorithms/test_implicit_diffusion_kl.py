@@ -21,7 +21,6 @@ import math
 import pytest
 import torch
 
-from float64 import F64, build64, float64_modules
 from sampleopt import (
     CovarianceEstimator,
     GaussianMixturePotential,
@@ -33,6 +32,7 @@ from sampleopt import (
     StepSize,
     hex_centres,
 )
+from tests.float64 import F64, build64, float64_modules
 
 Z = 4.0  # tolerance, in standard errors
 EPS = torch.finfo(F64).eps

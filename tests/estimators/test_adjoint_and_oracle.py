@@ -76,7 +76,7 @@ def test_adjoint_equals_unrolled_on_a_neural_diffusion_sampler(lam):
 
 
 def test_oracle_matches_the_closed_form_moments():
-    """Oracle moments vs the hand recursion of tests/test_diffusion_samplers (via the
+    """Oracle moments vs the hand recursion of tests/samplers/test_diffusion_samplers (via the
     exact sampler's own law at many steps ~ data law)."""
     sampler = exact_gaussian_sampler([0.5, -1.0], so.DDPMSampler, steps=200)
     m, S = so.estimators.exact_moments(sampler, 2)

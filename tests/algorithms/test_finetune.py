@@ -13,7 +13,7 @@ import sampleopt as so
 from sampleopt import FineTuner, QueuedImplicitDiffusion
 from sampleopt.errors import NonFiniteError, UsageError
 from sampleopt.objectives import Brightness, DigitProbability, PathKL
-from test_finite_time import neural, reward
+from tests.algorithms.test_finite_time import neural, reward
 
 # "implicit": the queue (QueuedImplicitDiffusion); the others: FineTuner with that estimator
 METHODS = ("implicit", "adjoint", "unrolled", "truncated", "score-function")
