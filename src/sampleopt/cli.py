@@ -10,12 +10,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import warnings
 from pathlib import Path
 
 from sampleopt import __version__
 from sampleopt.config import apply_overrides, describe, from_dict, to_dict
-from sampleopt.errors import SampleoptError, UsageError
+from sampleopt.errors import SampleoptError, UsageError, describe_error
 from sampleopt.experiments import EXPERIMENTS, get_experiment
+
+FINISHED = ("completed", "done")  # "done": run folders of earlier versions
 
 
 def _experiments_epilog() -> str:
@@ -45,6 +48,19 @@ def _add_run_arguments(parser, name_help: str, default_out: str) -> None:
     )
     parser.add_argument("--seed", type=int, metavar="N", help="random seed (same as --set seed=N)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the config (every key, range and memory estimate), print it resolved "
+        "and stop: no run folder is made",
+    )
+
+
+def _dry_run(name: str, cfg) -> int:
+    import json
+
+    print(json.dumps({"name": name, "config": to_dict(cfg)}, indent=2))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,6 +173,8 @@ def cmd_train(args) -> int:
         raise UsageError(f"unknown training preset {args.name!r}; available: {', '.join(PRESETS)}")
     overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
     cfg = apply_overrides(PRESETS[args.name], overrides)
+    if args.dry_run:
+        return _dry_run(args.name, cfg)
     path = Path(args.out) if args.out else default_run_path("runs", f"train-{args.name}", cfg.seed)
     rd = RunDir(path)
     try:
@@ -192,10 +210,30 @@ def cmd_export(args) -> int:
 
 
 def _finish_training(trainer, rd, no_progress: bool) -> int:
-    stats = trainer.train(progress=not no_progress)
-    rd.write_json("summary.json", {"status": "done", **stats})
+    """Train to the end; summary.json says ``running``, then ``completed`` or ``failed``
+    with the error."""
+    rd.write_json("summary.json", {"status": "running", "step": trainer.step})
+    try:
+        stats = trainer.train(progress=not no_progress)
+    except BaseException as exc:
+        rd.write_json(
+            "summary.json", {"status": "failed", "error": describe_error(exc), "step": trainer.step}
+        )
+        raise
+    rd.write_json("summary.json", {"status": "completed", **stats})
     print(f"checkpoint: {rd.file('checkpoint.safetensors')}")
     return 0
+
+
+def _finished(rd) -> bool:
+    """Whether the folder's summary says the run finished (an unreadable summary, e.g.
+    cut short by a kill, does not: the run is resumed)."""
+    if not rd.file("summary.json").exists():
+        return False
+    try:
+        return rd.read_json("summary.json").get("status") in FINISHED
+    except UsageError:
+        return False
 
 
 def _launched_rank() -> int:
@@ -226,10 +264,7 @@ def cmd_run(args) -> int:
             return _resume_training(rd, saved, args.no_progress)
         exp = get_experiment(saved.get("experiment", "?"))
         cfg = from_dict(exp.config_cls, saved.get("config", {}))
-        status = (
-            rd.read_json("summary.json").get("status") if rd.file("summary.json").exists() else None
-        )
-        if status == "done":
+        if _finished(rd):
             rd.close()
             raise UsageError(f"nothing to resume: the run in {rd.path} finished")
     else:
@@ -238,6 +273,8 @@ def cmd_run(args) -> int:
         if args.seed is not None:
             overrides.append(f"seed={args.seed}")
         cfg = apply_overrides(exp.config_cls(), overrides)
+        if args.dry_run:
+            return _dry_run(exp.name, cfg)
         seed = dataclasses.asdict(cfg).get("seed", 0)
         path = Path(args.out) if args.out else default_run_path("runs", exp.name, seed)
         rank = _launched_rank()
@@ -287,6 +324,16 @@ def _resume_training(rd, saved: dict, no_progress: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning
+        return _dispatch(args)
+
+
+def _one_line_warning(message, category, *args, **kwargs) -> None:
+    print(f"sampleopt: warning: {message}", file=sys.stderr)
+
+
+def _dispatch(args) -> int:
     try:
         if args.command == "list":
             return cmd_list()
@@ -306,6 +353,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SampleoptError as exc:
         print(f"sampleopt: failed: {exc}", file=sys.stderr)
+        return 1
+    except (Exception, MemoryError) as exc:  # noqa: BLE001 - one line, never a traceback
+        print(
+            f"sampleopt: failed: {describe_error(exc)} (an unexpected error: the run folder "
+            "keeps what was written; please report it)",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         print(

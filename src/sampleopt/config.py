@@ -1,14 +1,21 @@
 """Typed experiment configs: dataclasses overridable with ``key=value`` strings.
 
-Each field may carry ``metadata={"help": ..., "choices": (...)}``. Overrides are
-parsed by the field's type (bool, int, float, str, tuple of floats or of names) and every
-failure names the key, what it expects and what it got.
+The one validation layer of every config, before any work starts. Each field may carry
+``metadata={"help": ..., "choices": (...), "min": ..., "max": ...}``. Overrides are
+parsed by the field's type (bool, int within 64 bits, finite float, str, tuple of
+finite numbers or of names, no empty item) and range-checked; a config's own
+``check()`` then refuses combinations that do not apply (an option of another method)
+and sizes that would not fit in memory (:func:`check_memory`). Every failure is one
+:class:`~sampleopt.errors.UsageError` naming the key, what it expects and what it got
+(exit code 2 on the command line).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import re
 import typing
 from typing import Any
 
@@ -16,6 +23,9 @@ from sampleopt.errors import UsageError
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+_INT_LIMIT = 2**63
+SEED_MAX = 2**31 - 1  # the experiments derive many generator seeds from one
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 
 
 def _field_types(cls) -> dict[str, Any]:
@@ -35,9 +45,12 @@ def _parse(key: str, typ: Any, text: str) -> Any:
         raise bad("true or false")
     if typ is int:
         try:
-            return int(text)
+            value = int(text)
         except ValueError:
             raise bad("an integer") from None
+        if not -_INT_LIMIT <= value < _INT_LIMIT:
+            raise bad("an integer within 64 bits")
+        return value
     if typ is float:
         try:
             value = float(text)
@@ -51,11 +64,19 @@ def _parse(key: str, typ: Any, text: str) -> Any:
     if typing.get_origin(typ) is tuple:
         if text.strip() in ("", "()", "[]"):
             return ()
-        items = text.strip().strip("()[]").split(",")
+        items = [v.strip() for v in text.strip().strip("()[]").split(",")]
+        if items and items[-1] == "":  # one trailing comma is allowed
+            items = items[:-1]
+        if any(v == "" for v in items):
+            raise bad("comma-separated items, none of them empty")
         if typing.get_args(typ)[:1] == (str,):  # tuple[str, ...]: names
-            return tuple(v.strip().strip("'\"") for v in items if v.strip())
+            names = tuple(v.strip("'\"") for v in items)
+            for name in names:
+                if not _NAME.fullmatch(name):
+                    raise bad("module names (letters, digits, '_' and '.')")
+            return names
         try:
-            values = tuple(float(v) for v in items if v.strip())
+            values = tuple(float(v) for v in items)
         except ValueError:
             raise bad("comma-separated numbers") from None
         if not all(math.isfinite(v) for v in values):
@@ -113,14 +134,35 @@ def validate(config) -> None:
                 f"config key '{f.name}' must be one of {', '.join(map(str, choices))}, "
                 f"got {value!r}"
             )
-        low = f.metadata.get("min")
-        if low is not None:
-            values = value if isinstance(value, tuple) else (value,)
-            if any(v < low for v in values):
-                raise UsageError(f"config key '{f.name}' must be >= {low}, got {value!r}")
+        values = value if isinstance(value, tuple) else (value,)
+        low, high = f.metadata.get("min"), f.metadata.get("max")
+        if low is not None and any(v < low for v in values):
+            raise UsageError(f"config key '{f.name}' must be >= {low}, got {value!r}")
+        if high is not None and any(v > high for v in values):
+            raise UsageError(f"config key '{f.name}' must be <= {high}, got {value!r}")
     check = getattr(config, "check", None)
     if check is not None:
         check()
+
+
+def memory_bytes() -> int:
+    """Physical memory of this machine (0 when unknown)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def check_memory(keys: str, need: float) -> None:
+    """Refuse a config whose estimated working set (``need`` bytes) exceeds 80% of this
+    machine's memory, naming the keys that set it: a clear error before any work instead
+    of an allocation failure part-way."""
+    have = memory_bytes()
+    if have and need > 0.8 * have:
+        raise UsageError(
+            f"config keys {keys} need about {need / 2**30:.3g} GiB of memory; this machine "
+            f"has {have / 2**30:.3g} GiB: choose smaller values"
+        )
 
 
 def describe(config) -> list[tuple[str, str, str]]:

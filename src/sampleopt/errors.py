@@ -18,3 +18,14 @@ class UsageError(SampleoptError, ValueError):
 
 class NonFiniteError(SampleoptError, FloatingPointError):
     """NaN or inf appeared in a reward, loss or gradient."""
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a summary or the command line: sampleopt's own errors by their
+    message, anything else by its type and message (an interrupt by its name)."""
+    if isinstance(exc, SampleoptError):
+        return str(exc) or type(exc).__name__
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -52,7 +52,7 @@ def test_langevin_hex_reproduces_paper_numbers(full_run):
     """Marion et al. 5.1: mean reward 0.06 -> 0.29 +- 0.02 and weight >= 0.95 on (2, 3.46)."""
     out, proc = full_run
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["status"] == "done"
+    assert summary["status"] == "completed"
     assert abs(summary["reward_mean"] - 0.29) <= 0.02
     weights = summary["mixture_weights"]
     assert weights[1] >= 0.95 and summary["top_centre"] == pytest.approx([2.0, 3.4641], abs=1e-3)
@@ -72,7 +72,7 @@ def test_run_folder_contents(full_run):
         "comparison.png",
         "lam.png",
         "checkpoint.safetensors",
-        "checkpoint.json",
+        "checkpoint.prev.safetensors",
     ):
         assert (out / name).exists(), name
     assert not list(out.glob("*.tmp"))

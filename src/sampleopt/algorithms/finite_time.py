@@ -96,7 +96,7 @@ class QueuedImplicitDiffusion(Algorithm):
         """The generator batch ``index`` draws x_0 and its noise from (per process)."""
         stream = self.seed * 7919 + self.update.rank
         device = self.params[0].device
-        return torch.Generator(device=device).manual_seed(stream * 1_000_003 + index)
+        return torch.Generator(device=device).manual_seed((stream * 1_000_003 + index) % 2**62)
 
     def _push(self) -> None:
         gen = self.batch_generator(self.batches_started)

@@ -147,6 +147,8 @@ class ImplicitDiffusion(Algorithm):
         for i in range(b):
             if parallel:  # gradient and Langevin step at the same (x_k, theta_k)
                 r = objective.rewards(x)
+                if i == 0:
+                    r = self._checked_once(r, x, gen_state)
                 gx, grads = est.gradient_with_grad_x(
                     potential, objective, x, rewards=r, reference_samples=x_ref
                 )
@@ -158,6 +160,8 @@ class ImplicitDiffusion(Algorithm):
                 if x_ref is not None:
                     x_ref = self.reference_sampler.step(x_ref, 0, noise_ref[i])
                 r = objective.rewards(x)
+                if i == 0:
+                    r = self._checked_once(r, x, gen_state)
                 grads = est.gradient(potential, objective, x, rewards=r, reference_samples=x_ref)
             apply(grads, check=False)  # checked once per block, below
             rec_r.append(r.sum())
@@ -180,6 +184,17 @@ class ImplicitDiffusion(Algorithm):
         if callback is not None:
             callback(hist, self)
         return hist
+
+    def _checked_once(self, r, x, gen_state):
+        """The block's first rewards with their dtype and device checked (once a block:
+        the loop itself stays lean); on a refusal the generator goes back to the block's
+        start, so nothing has changed."""
+        try:
+            return self.estimator.checked_rewards(r, x)
+        except UsageError:
+            if gen_state is not None:
+                self.generator.set_state(gen_state)
+            raise
 
     def _empty(self) -> History:
         n_theta = sum(p.numel() for p in self.params)

@@ -188,7 +188,21 @@ class Estimator:
     def rewards(self, objective: Objective, x: torch.Tensor) -> torch.Tensor:
         """r(x), checked: shape (n,), the samples' dtype and device, finite, and with a
         gradient when this estimator differentiates it. Sets :attr:`last_rewards`."""
-        r = objective.reward(x)
+        r = self.checked_rewards(objective.reward(x), x)
+        check_finite(r.detach(), "the reward")
+        if self.needs_reward_gradient and not r.requires_grad:
+            raise UsageError(
+                "the reward returned no gradient (computed outside torch, detached, or "
+                f"piecewise constant?); the {self.name} estimator differentiates the reward — "
+                "use the score-function, zeroth-order or covariance estimator for such rewards"
+            )
+        self.last_rewards = r.detach()
+        return r
+
+    def checked_rewards(self, r, x: torch.Tensor) -> torch.Tensor:
+        """Rewards ``r`` of samples ``x`` with their type, shape, dtype and device checked
+        (a boolean or integer reward cast to float when no reward gradient is needed);
+        finiteness is the caller's (:meth:`rewards` checks it)."""
         what = f"the reward (for the {self.name} estimator)"
         if not isinstance(r, torch.Tensor):
             raise UsageError(f"{what} must return a torch.Tensor, got {type(r).__name__}")
@@ -211,14 +225,6 @@ class Estimator:
             )
         if r.device != x.device:
             raise UsageError(f"{what} returned a tensor on {r.device} for samples on {x.device}")
-        check_finite(r.detach(), "the reward")
-        if self.needs_reward_gradient and not r.requires_grad:
-            raise UsageError(
-                "the reward returned no gradient (computed outside torch, detached, or "
-                f"piecewise constant?); the {self.name} estimator differentiates the reward — "
-                "use the score-function, zeroth-order or covariance estimator for such rewards"
-            )
-        self.last_rewards = r.detach()
         return r
 
     def __repr__(self) -> str:

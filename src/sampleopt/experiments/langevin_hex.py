@@ -34,6 +34,7 @@ import torch
 from sampleopt.algorithms import History, ImplicitDiffusion, NestedLoop, StepSize
 from sampleopt.algorithms.implicit_diffusion import ORDERS
 from sampleopt.algorithms.step_size import SCHEDULES
+from sampleopt.config import SEED_MAX, check_memory
 from sampleopt.errors import UsageError
 from sampleopt.estimators import CovarianceEstimator, UnrolledEstimator
 from sampleopt.experiments.base import Experiment
@@ -48,7 +49,9 @@ THETA_0 = (1.5, 0.0, 1.5, 0.0, 1.5, 0.0)
 
 @dataclass
 class LangevinHexConfig:
-    seed: int = field(default=0, metadata={"help": "random seed (torch generator)"})
+    seed: int = field(
+        default=0, metadata={"help": "random seed (torch generator)", "min": 0, "max": SEED_MAX}
+    )
     n_particles: int = field(default=1000, metadata={"help": "persistent particles", "min": 2})
     iterations: int = field(
         default=5000, metadata={"help": "iterations = sampling steps of the main run", "min": 1}
@@ -102,6 +105,16 @@ class LangevinHexConfig:
                 "config key 'iterations' must be >= compare_steps when compare=true "
                 f"(got {self.iterations} < {self.compare_steps})"
             )
+        if not self.compare and self.baseline_eta != LangevinHexConfig.baseline_eta:
+            raise UsageError("config key 'baseline_eta' applies to compare=true only")
+        # particles, a block of noise and the baselines' unrolled graph (about 400 bytes a
+        # particle and step), and the per-iteration records
+        n, blocks = self.n_particles, 8 * (self.log_every + 8)
+        graph = 400 * self.compare_steps if self.compare else 0
+        check_memory(
+            "n_particles, log_every, compare_steps, iterations",
+            n * (blocks + graph) + 64 * self.iterations * (1 + 3 * len(self.lam_sweep)),
+        )
 
 
 def make_potential(theta=THETA_0) -> GaussianMixturePotential:

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import torch
 
 from sampleopt.algorithms import FineTuner, QueuedImplicitDiffusion
+from sampleopt.config import SEED_MAX, check_memory
 from sampleopt.diffusion import LateStepDenoiser
 from sampleopt.errors import UsageError
 from sampleopt.estimators import ESTIMATORS, make_estimator
@@ -65,7 +66,7 @@ COMPARED = (
 
 @dataclass
 class MnistFinetuneConfig:
-    seed: int = field(default=0, metadata={"help": "random seed"})
+    seed: int = field(default=0, metadata={"help": "random seed", "min": 0, "max": SEED_MAX})
     reward: str = field(
         default="brightness",
         metadata={"help": "brightness or digit", "choices": ("brightness", "digit")},
@@ -114,7 +115,8 @@ class MnistFinetuneConfig:
         default=("c1", "c2"), metadata={"help": "modules LoRA adapts (names or name suffixes)"}
     )
     eval_every: int = field(
-        default=50, metadata={"help": "updates between evaluations of the main run (0: none)"}
+        default=50,
+        metadata={"help": "updates between evaluations of the main run (0: none)", "min": 0},
     )
     checkpoint_every: int = field(
         default=25, metadata={"help": "updates between checkpoints of the main run", "min": 1}
@@ -139,6 +141,14 @@ class MnistFinetuneConfig:
                 "config key 'accumulate' applies to the nested loop only (the queue makes "
                 f"one update per finished batch), got {self.accumulate}"
             )
+        if self.lora_rank == 0 and self.lora_targets != MnistFinetuneConfig.lora_targets:
+            raise UsageError("config key 'lora_targets' applies to lora_rank > 0 only")
+        # the queue's stored paths, the network's activations (about 3 MB an image and
+        # step when unrolled, one step's otherwise) and the evaluation samples
+        image, act = 4 * 28 * 28, 3e6
+        paths = self.batch_size * image * (self.steps + 1) * self.steps
+        graph = self.batch_size * act * (self.steps if self.estimator == "unrolled" else 1)
+        check_memory("batch_size, steps, eval_n", paths + graph + 8 * image * self.eval_n)
         if self.digit > 9:
             raise UsageError(f"config key 'digit' must be in 0 .. 9, got {self.digit}")
         if self.tune_steps > self.steps:
@@ -240,7 +250,8 @@ class _Runner(Runner):
                     for key in ("reward_mean", "classifier_fid", "path_kl"):
                         self.writer.add_scalar(f"eval/{key}", ev[key], tuner.updates)
             bar.update(1 if updates is not None else tuner.network_evals - before)
-            if ckpt and tuner.updates % self.cfg.checkpoint_every == 0:
+            last = updates is not None and tuner.updates >= updates
+            if ckpt and (tuner.updates % self.cfg.checkpoint_every == 0 or last):
                 self.save_checkpoint(tuner.state_tensors(), update=tuner.updates)
         bar.close()
         return rows

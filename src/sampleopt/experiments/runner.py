@@ -1,12 +1,13 @@
 """The one skeleton every named experiment runs in.
 
 :class:`Runner` owns what is the same for every experiment: the run folder, the
-summary (``status`` ``running`` until the run ends ``done`` or ``failed`` with the
-error, written on every exit path), the progress bar, checkpoints tagged with the
-experiment's name and config, reading them back on resume, timings of the phases, and
-the report written at the end. An experiment subclasses it and writes
-:meth:`Runner.execute` (the work, phase by phase) and :meth:`Runner.report` (the
-Markdown report from the summary).
+summary (``status`` ``running`` until the run ends ``completed`` or ``failed`` with the
+error, written on every exit path, whatever the exception), the progress bar,
+checkpoints tagged with the experiment's name and config, reading them back on resume
+(a run that failed before its first checkpoint starts again with its metrics rows
+dropped), timings of the phases, and the report written at the end. An experiment
+subclasses it and writes :meth:`Runner.execute` (the work, phase by phase) and
+:meth:`Runner.report` (the Markdown report from the summary).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import torch
 from tqdm import tqdm
 
 from sampleopt.config import to_dict
-from sampleopt.errors import SampleoptError, UsageError
-from sampleopt.rundir import RunDir, load_checkpoint
+from sampleopt.errors import UsageError, describe_error
+from sampleopt.rundir import CHECKPOINT, PREVIOUS, RunDir, load_checkpoint
 
 
 class Runner:
@@ -34,13 +35,13 @@ class Runner:
 
     # -- the skeleton ------------------------------------------------------------------
     def run(self) -> dict:
-        """Run :meth:`execute`; the summary ends ``done`` or ``failed`` with the error."""
+        """Run :meth:`execute`; the summary ends ``completed`` or ``failed`` with the error."""
         try:
             self.execute()
-            self.summary["status"] = "done"
-        except (SampleoptError, KeyboardInterrupt) as exc:
+            self.summary["status"] = "completed"
+        except BaseException as exc:
             self.summary["status"] = "failed"
-            self.summary["error"] = str(exc) or type(exc).__name__
+            self.summary["error"] = describe_error(exc)
             raise
         finally:
             for close in reversed(self._closers):
@@ -85,9 +86,13 @@ class Runner:
         self.rd.save_checkpoint(tensors, info)
 
     def read_checkpoint(self) -> tuple[dict[str, torch.Tensor], dict] | None:
-        """The folder's checkpoint on resume, or None (not resuming, or failed before the
-        first checkpoint: start again)."""
-        if not (self.resume and self.rd.file("checkpoint.safetensors").exists()):
+        """The folder's checkpoint on resume, or None: not resuming, or the run failed
+        before its first checkpoint, so it starts again (and the metrics rows of the
+        first attempt are dropped, as they will be written again)."""
+        if not self.resume:
+            return None
+        if not any(self.rd.file(n).exists() for n in (CHECKPOINT, PREVIOUS)):
+            self.rd.keep_metrics(lambda row: False)
             return None
         tensors, meta = load_checkpoint(self.rd.path)
         if meta.get("experiment") != self.name:

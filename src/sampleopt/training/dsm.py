@@ -23,14 +23,14 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from sampleopt.config import to_dict
+from sampleopt.config import SEED_MAX, to_dict
 from sampleopt.data import DATASETS, get_dataset
 from sampleopt.diffusion.parameterization import PREDICTIONS, from_eps
 from sampleopt.diffusion.schedules import NOISE_SCHEDULES
 from sampleopt.errors import NonFiniteError, UsageError
 from sampleopt.models import MODELS, SmallUNet, TimeMLP
 from sampleopt.models.registry import load_state_checked
-from sampleopt.rundir import RunDir, load_checkpoint
+from sampleopt.rundir import CHECKPOINT, PREVIOUS, RunDir, load_checkpoint
 from sampleopt.samplers import DDPMSampler
 
 
@@ -56,7 +56,7 @@ class TrainConfig:
         default=128, metadata={"help": "MLP hidden width / UNet base width", "min": 1}
     )
     depth: int = field(default=3, metadata={"help": "MLP hidden layers", "min": 1})
-    seed: int = field(default=0, metadata={"help": "random seed"})
+    seed: int = field(default=0, metadata={"help": "random seed", "min": 0, "max": SEED_MAX})
     log_every: int = field(default=50, metadata={"help": "steps per metrics row", "min": 1})
     sample_every: int = field(default=1000, metadata={"help": "steps per sample plot", "min": 1})
     checkpoint_every: int = field(default=500, metadata={"help": "steps per checkpoint", "min": 1})
@@ -263,10 +263,12 @@ class DSMTrainer:
 
 
 def resume_trainer(rd: RunDir, cfg: TrainConfig) -> DSMTrainer:
+    """The trainer of ``rd`` at its last verified checkpoint, its metrics trimmed to it
+    (all of them when it failed before its first checkpoint: it starts again)."""
     trainer = DSMTrainer(cfg, rd)
-    if rd.file("checkpoint.safetensors").exists():
+    if any(rd.file(n).exists() for n in (CHECKPOINT, PREVIOUS)):
         tensors, meta = load_checkpoint(rd.path)
         trainer.load_state_tensors(tensors, f"checkpoint in {rd.path}")
-        done = trainer.step
-        rd.keep_metrics(lambda r: r.get("step", 0) <= done)
+    done = trainer.step
+    rd.keep_metrics(lambda r: r.get("step", 0) <= done)
     return trainer

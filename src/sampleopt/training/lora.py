@@ -47,6 +47,12 @@ def add_lora(
         raise UsageError("LoRA needs at least one target module")
     names = adaptable_modules(model)
     for t in targets:
+        if not isinstance(t, str):
+            raise UsageError(f"LoRA targets are module names, got {t!r}")
+        try:
+            re.compile(t)
+        except re.error as exc:
+            raise UsageError(f"LoRA target {t!r} is not a valid pattern ({exc})") from None
         if not any(_matches(n, t) for n in names):
             shown = ", ".join(names[:12]) + (" ..." if len(names) > 12 else "")
             raise UsageError(
