@@ -21,18 +21,9 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from sampleopt.errors import UsageError
+from sampleopt.config import from_dict
 from sampleopt.experiments.mnist_finetune import MnistFinetuneConfig, _Runner
 from sampleopt.rundir import load_checkpoint
-
-# the config key ``method`` of run folders made before ``algorithm`` and ``estimator``
-OLD_METHODS = {
-    "implicit": ("queue", "adjoint"),
-    "adjoint": ("nested", "adjoint"),
-    "unrolled": ("nested", "unrolled"),
-    "truncated": ("nested", "truncated"),
-    "score-function": ("nested", "score-function"),
-}
 
 
 def split(images: torch.Tensor, stroke: torch.Tensor, near: torch.Tensor) -> list[float]:
@@ -41,39 +32,15 @@ def split(images: torch.Tensor, stroke: torch.Tensor, near: torch.Tensor) -> lis
     return [float((u * m).sum()) / n for m in (stroke, near & ~stroke, ~near)]
 
 
-def read_config(meta: dict) -> MnistFinetuneConfig:
-    """The run's config (lists back to tuples; an old ``method`` key translated)."""
-    config = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()}
-    if "method" in config:
-        config["algorithm"], config["estimator"] = OLD_METHODS[config.pop("method")]
-    return MnistFinetuneConfig(**config)
-
-
-def load_parameters(params: list[torch.Tensor], tensors: dict[str, torch.Tensor]) -> None:
-    """Copy the checkpoint's ``param.i`` into ``params`` (count and shapes checked)."""
-    saved = sum(1 for k in tensors if k.startswith("param."))
-    if saved != len(params):
-        raise UsageError(f"the checkpoint holds {saved} parameter tensors, the model {len(params)}")
-    with torch.no_grad():
-        for i, p in enumerate(params):
-            src = tensors[f"param.{i}"]
-            if src.shape != p.shape:
-                raise UsageError(
-                    f"checkpoint parameter {i} has shape {tuple(src.shape)}, the model's is "
-                    f"{tuple(p.shape)}: a checkpoint of a different model"
-                )
-            p.copy_(src)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("run_dir")
     a = ap.parse_args(argv)
     tensors, meta = load_checkpoint(a.run_dir)
-    cfg = read_config(meta)
+    cfg = from_dict(MnistFinetuneConfig, meta["config"])
     runner = _Runner(cfg, None, False, False, meta["experiment"])  # writes nothing
     tuner = runner.tuner(cfg.resolved_algorithm, cfg.estimator, cfg.lam)
-    load_parameters(tuner.params, tensors)
+    tuner.load_state_tensors(tensors)
     _, base = runner.evaluate(runner.sampler())
     _, tuned = runner.evaluate(tuner.sampler)
     stroke = (base + 1) / 2 > 0.5

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
+from sampleopt.testing import float64_modules
+
 F64 = torch.float64
-
-
-@contextlib.contextmanager
-def float64_modules():
-    """Build modules in float64 (the constructors use the default dtype); the default
-    is restored on exit, so nothing outside the ``with`` block sees the change."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(F64)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
+__all__ = ["F64", "build64", "float64_modules"]
 
 
 def build64(factory, *args, **kwargs):
