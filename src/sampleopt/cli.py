@@ -189,13 +189,27 @@ def cmd_evaluate(args) -> int:
     import json
 
     from sampleopt.evaluation import evaluate_base_model
+    from sampleopt.rundir import atomic_write_text, check_writable
 
     if args.n < 2:
         raise UsageError(f"--n must be >= 2, got {args.n}")
+    if args.steps < 1:
+        raise UsageError(f"--steps must be >= 1, got {args.steps}")
     out = Path(args.out) if args.out else None
-    result = evaluate_base_model(
-        args.name, out, n=args.n, sampler=args.sampler, num_steps=args.steps, seed=args.seed
-    )
+    if out is not None:
+        check_writable(out)
+    try:
+        result = evaluate_base_model(
+            args.name, out, n=args.n, sampler=args.sampler, num_steps=args.steps, seed=args.seed
+        )
+    except BaseException as exc:
+        if out is not None:
+            failed = {"status": "failed", "error": describe_error(exc), "model": args.name}
+            atomic_write_text(out / "summary.json", json.dumps(failed, indent=2) + "\n")
+        raise
+    if out is not None:
+        done = {"status": "completed", **result}
+        atomic_write_text(out / "summary.json", json.dumps(done, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0
 

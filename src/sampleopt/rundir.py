@@ -71,6 +71,19 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` if needed and check that a file can be written in it, or raise a
+    UsageError saying why not (no permission, a name too long, a file in the way)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise UsageError(f"cannot write to output folder {folder}: {reason}") from None
+
+
 class RunDir:
     """A run folder. Creating one checks that it can be written (or says why not)."""
 
@@ -92,14 +105,7 @@ class RunDir:
                 f"output folder {self.path} is not empty; choose another --out so that no "
                 "earlier run is overwritten"
             )
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            probe = self.path / ".write-test"
-            probe.write_text("ok")
-            probe.unlink()
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            raise UsageError(f"cannot write to output folder {self.path}: {reason}") from None
+        check_writable(self.path)
         self._metrics = open(self.path / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
 
     def file(self, name: str) -> Path:

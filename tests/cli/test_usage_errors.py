@@ -55,3 +55,23 @@ def test_a_failing_training_writes_a_failed_summary(capsys, tmp_path):
     assert rc == 1 and "Traceback" not in err, err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "failed" and "training loss" in summary["error"]
+
+
+@pytest.mark.parametrize(
+    "extra, why",
+    [(["--sampler", "foo"], "unknown sampler"), (["--steps", "0"], "--steps must be >= 1")],
+)
+def test_evaluate_refuses_bad_options_and_records_the_failure(extra, why, capsys, tmp_path):
+    out = tmp_path / "eval"
+    rc = main(["evaluate", "hex", "--n", "16", "--out", str(out), *extra])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and why in err, err
+    if out.exists():  # it got as far as the folder: the failure is recorded
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["status"] == "failed" and why in summary["error"]
+
+
+def test_evaluate_writes_a_completed_summary(capsys, tmp_path):
+    out = tmp_path / "eval"
+    assert main(["evaluate", "hex", "--n", "64", "--steps", "5", "--out", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())["status"] == "completed"
