@@ -12,7 +12,6 @@ can afford them, else None.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields
 
 import torch
@@ -55,27 +54,10 @@ class History:
         theta = None if n_theta is None else torch.empty(0, n_theta)
         return History(e, e.clone(), torch.empty(0), theta, torch.empty(0), e.clone())
 
-    @staticmethod
-    def from_rows(rows: list[dict]) -> History:
-        """The inverse of :meth:`rows` (e.g. metrics read back from a run folder)."""
-        cols = {}
-        for f in fields(History):
-            if rows and all(r.get(f.name) is not None for r in rows):
-                dtype = (
-                    torch.long if f.name in ("step", "sampling_steps", "network_evals") else None
-                )
-                cols[f.name] = torch.tensor([r[f.name] for r in rows], dtype=dtype)
-        return History(**cols)
-
     def rows(self) -> list[dict]:
         """One plain dict per update (for metrics.jsonl)."""
         cols = {k: v.tolist() for k, v in self._columns().items() if v is not None}
         return [{k: v[i] for k, v in cols.items()} for i in range(len(self))]
-
-    def last(self, name: str) -> float:
-        """The last row's value of column ``name``."""
-        col = getattr(self, name)
-        return math.nan if col is None or len(col) == 0 else float(col[-1])
 
     def first_non_finite(self) -> tuple[int, str] | None:
         """(row, what) of the first NaN/inf in the rewards or parameters, or None."""
