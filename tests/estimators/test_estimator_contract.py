@@ -34,6 +34,14 @@ def setup(name: str):
     return est, sampler, testing.QuadraticReward(a, Q)
 
 
+def objective(est, sampler, reward) -> so.Objective:
+    """The objective of a call: lam = 0, or for the estimators that need a KL (the
+    stochastic-optimal-control ones) lam = 0.5 with the path KL to the sampler itself."""
+    if est.needs_kl:
+        return so.Objective(reward, lam=0.5, divergence=so.PathKL(sampler))
+    return so.Objective(reward)
+
+
 def call(est, sampler, objective, *, x0=None, **kw):
     """est.loss(...), with x0 passed as the covariance estimator's ``samples``."""
     if x0 is not None:
@@ -81,7 +89,7 @@ def test_non_finite_rewards_are_refused(name, bad):
     refused(
         name,
         so.NonFiniteError,
-        lambda est, s, r: call(est, s, so.Objective(poisoned(r)), n=N),
+        lambda est, s, r: call(est, s, objective(est, s, poisoned(r)), n=N),
         match="the reward contains",
     )
 
@@ -91,7 +99,7 @@ def test_a_reward_of_the_wrong_shape_is_refused(name):
     refused(
         name,
         so.UsageError,
-        lambda est, s, r: call(est, s, so.Objective(lambda x: r(x)[:, None]), n=N),
+        lambda est, s, r: call(est, s, objective(est, s, lambda x: r(x)[:, None]), n=N),
         match=r"shape \(6,\)",
     )
 
@@ -102,16 +110,16 @@ def test_boolean_and_integer_rewards(name, kind):
     """Taken as float by the estimators that need no reward gradient, refused by name by
     those that do."""
     est, sampler, reward = setup(name)
-    objective = so.Objective(lambda x: (reward(x) > 0).to(kind))
+    obj = objective(est, sampler, lambda x: (reward(x) > 0).to(kind))
     if est.needs_reward_gradient:
         marks = mark_grads(sampler)
         with pytest.raises(so.UsageError, match=f"the {est.name} estimator differentiates"):
-            call(est, sampler, objective, n=N)
+            call(est, sampler, obj, n=N)
         assert_untouched(marks)
     else:
         for p in sampler.parameters():
             p.grad = None
-        loss = call(est, sampler, objective, n=N)
+        loss = call(est, sampler, obj, n=N)
         loss.backward()
         assert loss.dtype == F64 and torch.isfinite(loss)
         assert est.last_rewards.dtype == F64
@@ -123,7 +131,7 @@ def test_x0_of_the_wrong_width_is_refused(name):
     refused(
         name,
         so.UsageError,
-        lambda est, s, r: call(est, s, so.Objective(r), x0=states(s, width=3)),
+        lambda est, s, r: call(est, s, objective(est, s, r), x0=states(s, width=3)),
         match=r"shape \(6, 3\)",
     )
 
@@ -133,7 +141,7 @@ def test_n_disagreeing_with_x0_is_refused(name):
     refused(
         name,
         so.UsageError,
-        lambda est, s, r: call(est, s, so.Objective(r), x0=states(s), n=N + 1),
+        lambda est, s, r: call(est, s, objective(est, s, r), x0=states(s), n=N + 1),
         match="disagrees",
     )
 
@@ -143,7 +151,7 @@ def test_x0_of_another_dtype_is_refused(name):
     refused(
         name,
         so.UsageError,
-        lambda est, s, r: call(est, s, so.Objective(r), x0=states(s, dtype=torch.float32)),
+        lambda est, s, r: call(est, s, objective(est, s, r), x0=states(s, dtype=torch.float32)),
         match="float32",
     )
 
@@ -153,7 +161,7 @@ def test_a_reward_of_another_dtype_is_refused(name):
     refused(
         name,
         so.UsageError,
-        lambda est, s, r: call(est, s, so.Objective(lambda x: r(x).float()), n=N),
+        lambda est, s, r: call(est, s, objective(est, s, lambda x: r(x).float()), n=N),
         match="torch.float32 for torch.float64 samples",
     )
 
@@ -162,7 +170,7 @@ def test_a_reward_of_another_dtype_is_refused(name):
 def test_duplicated_params_are_refused(name):
     def dup(est, s, r):
         p = next(q for q in s.parameters() if q.requires_grad)
-        return call(est, s, so.Objective(r), n=N, params=[p, p])
+        return call(est, s, objective(est, s, r), n=N, params=[p, p])
 
     refused(name, so.UsageError, dup, match="given twice")
 
@@ -173,7 +181,7 @@ def test_foreign_params_are_refused(name):
     refused(
         name,
         so.UsageError,
-        lambda est, s, r: call(est, s, so.Objective(r), n=N, params=[foreign]),
+        lambda est, s, r: call(est, s, objective(est, s, r), n=N, params=[foreign]),
         match="is not a parameter of",
     )
 
@@ -183,13 +191,13 @@ def test_frozen_and_empty_params_are_refused(name):
     def frozen(est, s, r):
         p = next(q for q in s.parameters() if q.requires_grad)
         p.requires_grad_(False)
-        return call(est, s, so.Objective(r), n=N, params=[p])
+        return call(est, s, objective(est, s, r), n=N, params=[p])
 
     refused(name, so.UsageError, frozen, match="does not require a gradient")
     refused(
         name,
         so.UsageError,
-        lambda est, s, r: call(est, s, so.Objective(r), n=N, params=[]),
+        lambda est, s, r: call(est, s, objective(est, s, r), n=N, params=[]),
         match="empty",
     )
 
@@ -200,7 +208,7 @@ def test_bad_sample_counts_are_refused(name, n):
     refused(
         name,
         so.UsageError,
-        lambda est, s, r: call(est, s, so.Objective(r), n=n),
+        lambda est, s, r: call(est, s, objective(est, s, r), n=n),
         match="positive integer",
     )
 
@@ -212,12 +220,14 @@ def test_a_sampler_the_estimator_cannot_use_is_refused_by_name(name):
     chain with a deterministic step (DDPM's last)."""
     est = so.make_estimator(name)
     ddpm = testing.exact_gaussian_sampler([0.5, -1.0], so.DDPMSampler, steps=4)
-    objective = so.Objective(lambda x: x.sum(1))
-    if est.needs_langevin or est.needs_noise:
+    if est.needs_kl:  # the path KL over DDPM's last step is refused first
+        with pytest.raises(so.UsageError, match="the path KL is infinite over step 3"):
+            call(est, ddpm, objective(est, ddpm, lambda x: x.sum(1)), n=N)
+    elif est.needs_langevin or est.needs_noise:
         with pytest.raises(so.UsageError, match=f"the {est.name} estimator needs"):
-            call(est, ddpm, objective, n=N)
+            call(est, ddpm, objective(est, ddpm, lambda x: x.sum(1)), n=N)
     else:
-        call(est, ddpm, objective, n=N).backward()
+        call(est, ddpm, objective(est, ddpm, lambda x: x.sum(1)), n=N).backward()
 
 
 @pytest.mark.parametrize("name", NAMES)

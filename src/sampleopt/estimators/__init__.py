@@ -8,21 +8,25 @@ contract (docs/methods.md section 3.7); :data:`ESTIMATORS` names them.
 """
 
 from sampleopt.estimators.adjoint import AdjointEstimator
+from sampleopt.estimators.adjoint_matching import AdjointMatching
 from sampleopt.estimators.base import Estimator, resolve_params, surrogate_from_grads
 from sampleopt.estimators.covariance import CovarianceEstimator
 from sampleopt.estimators.exact import exact_moments, exact_objective
 from sampleopt.estimators.registry import ESTIMATORS, make_estimator
 from sampleopt.estimators.score_function import Rollout, ScoreFunctionEstimator
+from sampleopt.estimators.tr_bsde import TimeReversedBSDE
 from sampleopt.estimators.unrolled import TruncatedEstimator, UnrolledEstimator
 from sampleopt.estimators.zeroth_order import ZerothOrderEstimator
 
 __all__ = [
     "ESTIMATORS",
     "AdjointEstimator",
+    "AdjointMatching",
     "CovarianceEstimator",
     "Estimator",
     "Rollout",
     "ScoreFunctionEstimator",
+    "TimeReversedBSDE",
     "TruncatedEstimator",
     "UnrolledEstimator",
     "ZerothOrderEstimator",

@@ -79,6 +79,8 @@ class Estimator:
     needs_reward_gradient: ClassVar[bool] = False
     needs_noise: ClassVar[bool] = False
     needs_langevin: ClassVar[bool] = False
+    needs_kl: ClassVar[bool] = False  # lam > 0 with a path KL to a base (the SOC estimators)
+    supports_initial_law: ClassVar[bool] = False  # trains a learned initial law's parameters
     divergences: ClassVar[tuple[type[Divergence], ...]] = (PathKL,)
     evals_per_step: ClassVar[int] = 1
     min_samples: ClassVar[int] = 1
@@ -141,6 +143,11 @@ class Estimator:
                 f"the {self.name} estimator needs samples of a Langevin sampler's stationary "
                 f"law pi ∝ exp(-V_theta) (a LangevinSampler), got {type(sampler).__name__}; "
                 "use a pathwise estimator (adjoint, unrolled) for finite-horizon samplers"
+            )
+        if getattr(sampler, "learns_initial_law", False) and not self.supports_initial_law:
+            raise UsageError(
+                f"the {self.name} estimator does not train a learned initial law; use "
+                "adjoint-matching or tr-bsde, or a fixed initial law"
             )
         div = objective.divergence
         if objective.lam > 0 and not isinstance(div, self.divergences):

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from sampleopt.errors import UsageError
 from sampleopt.estimators.adjoint import AdjointEstimator
+from sampleopt.estimators.adjoint_matching import AdjointMatching
 from sampleopt.estimators.base import Estimator
 from sampleopt.estimators.covariance import CovarianceEstimator
 from sampleopt.estimators.score_function import ScoreFunctionEstimator
+from sampleopt.estimators.tr_bsde import TimeReversedBSDE
 from sampleopt.estimators.unrolled import TruncatedEstimator, UnrolledEstimator
 from sampleopt.estimators.zeroth_order import ZerothOrderEstimator
 
@@ -24,6 +26,8 @@ ESTIMATORS: dict[str, type[Estimator]] = {
         ScoreFunctionEstimator,
         ZerothOrderEstimator,
         CovarianceEstimator,
+        AdjointMatching,
+        TimeReversedBSDE,
     )
 }
 

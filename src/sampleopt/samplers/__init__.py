@@ -11,6 +11,7 @@ from sampleopt.samplers.diffusion import (
     ReverseSDESampler,
     respaced_timesteps,
 )
+from sampleopt.samplers.initial import Gaussian, GaussianMixture, InitialLaw
 from sampleopt.samplers.langevin import LangevinSampler
 from sampleopt.samplers.potentials import (
     FunctionPotential,
@@ -19,9 +20,16 @@ from sampleopt.samplers.potentials import (
     QuadraticPotential,
     hex_centres,
 )
+from sampleopt.samplers.flow import MemorylessFlowSDE
+from sampleopt.samplers.sde import ControlledChain, SDEChain
 
 __all__ = [
     "AffineChain",
+    "ControlledChain",
+    "Gaussian",
+    "GaussianMixture",
+    "InitialLaw",
+    "SDEChain",
     "SAMPLERS",
     "DDIMSampler",
     "DDPMSampler",
@@ -33,6 +41,7 @@ __all__ = [
     "GaussianChain",
     "GaussianMixturePotential",
     "LangevinSampler",
+    "MemorylessFlowSDE",
     "Potential",
     "QuadraticPotential",
     "hex_centres",

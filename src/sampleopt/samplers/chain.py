@@ -22,6 +22,15 @@ class GaussianChain(nn.Module):
     and :meth:`sample_x0` and set :attr:`num_steps`."""
 
     num_steps: int
+    #: whether x_K is independent of x_0 (the optimum of -E[r] + lam * path KL is then the
+    #: tilted law p_base exp(r / lam); docs/soc.md section 1). False when unknown.
+    memoryless: bool = False
+
+    def linear_coefficient(self, k: int):
+        """c_k with m(x, k) = c_k x + (the rest): the step's exactly-integrated linear
+        part (a number, or a (d, d) matrix on flat states); 1 when the chain has none.
+        The time-reversed BSDE inverts it when it runs a path backwards."""
+        return 1.0
 
     def mean(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """m_theta(x_k, k): the mean of x_{k+1} given x_k."""

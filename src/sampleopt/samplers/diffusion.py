@@ -189,6 +189,9 @@ class DiffusionSampler(GaussianChain):
     def noise_scale(self, k):
         return self._coef(k)[2]
 
+    def linear_coefficient(self, k):
+        return self._coef(k)[0]
+
     def sample_x0(self, n, generator=None):
         p = next(self.parameters(), None)
         dtype = p.dtype if p is not None else torch.get_default_dtype()
@@ -214,6 +217,10 @@ class DDPMSampler(DiffusionSampler):
             raise UsageError(f"variance must be 'posterior' or 'beta', got {variance!r}")
         self.variance = variance
 
+    @property
+    def memoryless(self) -> bool:
+        return self.variance == "posterior"
+
     def coefficients(self, k):
         ab_t, ab_s = self._ab(k)
         beta = 1 - ab_t / ab_s
@@ -237,6 +244,10 @@ class DDIMSampler(DiffusionSampler):
             raise UsageError(f"eta must be a number in [0, 1], got {eta!r}")
         self.eta = float(eta)
 
+    @property
+    def memoryless(self) -> bool:
+        return self.eta == 1.0  # DDPM's posterior variance
+
     def coefficients(self, k):
         ab_t, ab_s = self._ab(k)
         a_t, s_t, a_s = ab_t.sqrt(), (1 - ab_t).sqrt(), ab_s.sqrt()
@@ -248,6 +259,8 @@ class DDIMSampler(DiffusionSampler):
 
 class ReverseSDESampler(DiffusionSampler):
     """Euler-Maruyama on the reverse-time VP SDE (memoryless, like DDPM)."""
+
+    memoryless = True
 
     def coefficients(self, k):
         ab_t, ab_s = self._ab(k)
