@@ -25,7 +25,7 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _INT_LIMIT = 2**63
 SEED_MAX = 2**31 - 1  # the experiments derive many generator seeds from one
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 
 
 def _field_types(cls) -> dict[str, Any]:
@@ -73,7 +73,7 @@ def _parse(key: str, typ: Any, text: str) -> Any:
             names = tuple(v.strip("'\"") for v in items)
             for name in names:
                 if not _NAME.fullmatch(name):
-                    raise bad("module names (letters, digits, '_' and '.')")
+                    raise bad("names (letters, digits, '_', '-' and '.')")
             return names
         try:
             values = tuple(float(v) for v in items)
@@ -129,7 +129,8 @@ def validate(config) -> None:
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         choices = f.metadata.get("choices")
-        if choices is not None and value not in choices:
+        items = value if isinstance(value, tuple) else (value,)
+        if choices is not None and any(v not in choices for v in items):
             raise UsageError(
                 f"config key '{f.name}' must be one of {', '.join(map(str, choices))}, "
                 f"got {value!r}"

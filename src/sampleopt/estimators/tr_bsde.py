@@ -62,6 +62,7 @@ class TimeReversedBSDE(Estimator):
         score=None,
         score_iterations: int = 200,
         score_lr: float = 1e-3,
+        score_batch: int = 512,
         round_length: int = 1,
         warmup_rounds: int = 1,
         huber: float | None = 1.0,
@@ -82,6 +83,7 @@ class TimeReversedBSDE(Estimator):
         self.target, self.trace, self.probes = target, trace, _count("probes", probes)
         self.increment = increment
         self.score, self.score_lr = score, float(score_lr)
+        self.score_batch = _count("score_batch", score_batch)
         self.score_iterations = _count("score_iterations", score_iterations, 0)
         self.round_length = _count("round_length", round_length)
         self.warmup_rounds = _count("warmup_rounds", warmup_rounds, 0)
@@ -96,6 +98,7 @@ class TimeReversedBSDE(Estimator):
             "trace": self.trace,
             "probes": self.probes,
             "score_iterations": self.score_iterations,
+            "score_batch": self.score_batch,
             "round_length": self.round_length,
             "warmup_rounds": self.warmup_rounds,
             "huber": self.huber,
@@ -112,8 +115,11 @@ class TimeReversedBSDE(Estimator):
         K = sampler.num_steps
         used = K if self.steps is None else min(self.steps, K)
         trace = self.probes if self.trace != "exact" else 1
-        per_round = K * (1 + (6 + 4 * trace) * (self.target == "tr-bsde") + 2)
-        return (per_round // self.round_length + 3 * used) * n
+        reversal = (6 + 4 * trace) * (self.target == "tr-bsde")
+        per_round = K * (3 + reversal) * n  # sampling, base VJPs, the reversal
+        if self.target == "tr-bsde":
+            per_round += 3 * self.score_iterations * min(self.score_batch, K * n)  # score fit
+        return per_round // self.round_length + 3 * used * n
 
     def targets_for(self, call: Call) -> CostateTargets:
         sampler, ref = call.sampler, call.path_kl.reference
@@ -129,6 +135,7 @@ class TimeReversedBSDE(Estimator):
                 score=self.score,
                 score_iterations=self.score_iterations,
                 score_lr=self.score_lr,
+                score_batch=self.score_batch,
                 increment=self.increment,
             )
             self._targets, self._round = t, None

@@ -45,7 +45,7 @@ from sampleopt.diffusion import LateStepDenoiser
 from sampleopt.errors import UsageError
 from sampleopt.estimators import ESTIMATORS, make_estimator
 from sampleopt.experiments.base import Experiment
-from sampleopt.experiments.mnist_report import pareto_plot, report
+from sampleopt.experiments.mnist_report import pareto_plot, report, tilted_optimum
 from sampleopt.experiments.runner import Runner
 from sampleopt.models.pretrained import load_base_model
 from sampleopt.objectives import Brightness, DigitProbability, Objective, PathKL
@@ -61,7 +61,12 @@ COMPARED = (
     ("adjoint", "nested", "adjoint"),
     ("truncated", "nested", "truncated"),
     ("score-function", "nested", "score-function"),
+    ("adjoint-matching", "nested", "adjoint-matching"),
+    ("tr-bsde", "nested", "tr-bsde"),
 )
+# the stochastic-optimal-control estimators' settings for the UNet (docs/soc.md section 6):
+# a short score refit per round on a small batch of the round's transitions
+ESTIMATOR_OPTIONS = {"tr-bsde": {"score_iterations": 2, "score_batch": 16}}
 
 
 @dataclass
@@ -97,6 +102,14 @@ class MnistFinetuneConfig:
     lam: float = field(default=0.05, metadata={"help": "path-KL weight", "min": 0.0})
     eval_n: int = field(default=256, metadata={"help": "samples per evaluation", "min": 2})
     compare: bool = field(default=False, metadata={"help": "equal-budget method comparison"})
+    compare_methods: tuple[str, ...] = field(
+        default=tuple(m for m, _, _ in COMPARED),
+        metadata={"help": "methods of the comparison", "choices": tuple(m for m, _, _ in COMPARED)},
+    )
+    optimum_n: int = field(
+        default=1024,
+        metadata={"help": "base samples for the tilted optimum of the comparison", "min": 2},
+    )
     lam_sweep: tuple[float, ...] = field(
         default=(), metadata={"help": "extra lam values for the Pareto plot", "min": 0.0}
     )
@@ -191,9 +204,8 @@ class _Runner(Runner):
         seed = self.cfg.seed * 100 + seed_offset
         if algorithm == "queue":
             return QueuedImplicitDiffusion(sampler, obj, make_estimator(estimator), seed=seed, **kw)
-        return FineTuner(
-            sampler, obj, make_estimator(estimator), accumulate=self.cfg.accumulate, seed=seed, **kw
-        )
+        est = make_estimator(estimator, **ESTIMATOR_OPTIONS.get(estimator, {}))
+        return FineTuner(sampler, obj, est, accumulate=self.cfg.accumulate, seed=seed, **kw)
 
     @torch.no_grad()
     def evaluate(self, sampler) -> tuple[dict, torch.Tensor]:
@@ -281,7 +293,12 @@ class _Runner(Runner):
         }
         if cfg.compare:
             self.summary["compare"] = {}
+            self.summary["optimum"] = tilted_optimum(
+                self.sampler(), self.reward, cfg.lam, cfg.optimum_n, cfg.seed
+            )
             for i, (method, algorithm, estimator) in enumerate(COMPARED):
+                if method not in cfg.compare_methods:
+                    continue
                 t = self.tuner(algorithm, estimator, cfg.lam, seed_offset=1 + i)
                 rr = self.train(f"compare-{method}", t, budget=main.network_evals)
                 ev, _ = self.evaluate(t.sampler)

@@ -31,7 +31,7 @@ from sampleopt.samplers.sde import grid_of
 from sampleopt.soc.common import costate_fn, lean_adjoint
 from sampleopt.soc.derivatives import TRACES, jvp, laplacian
 from sampleopt.soc.networks import TimeField
-from sampleopt.soc.score import TransitionScore
+from sampleopt.soc.score import DenoiserScore, TransitionScore
 
 TARGETS = ("tr-bsde", "lean")
 INCREMENTS = ("milstein", "ito")
@@ -96,6 +96,8 @@ class CostateTargets:
         self.times = grid_of(sampler)
         self.scales = [float(sampler.noise_scale(k)) for k in range(sampler.num_steps)]
         self.score_iterations = int(score_iterations)
+        if score is None and hasattr(reference, "schedule") and hasattr(reference, "eps"):
+            score = DenoiserScore(reference)
         if score is None:
             p = next(iter(sampler.parameters()), None)
             score = TimeField(dim, hidden=64, blocks=2, zero_init=False).to(

@@ -53,6 +53,8 @@ def laplacian(
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             y = f(xg)
+            if not y.requires_grad:  # f does not depend on x: no curvature
+                return torch.zeros_like(x)
             if trace == "exact":
                 return _exact(y, xg)
             return _hutchinson(y, xg, probes, generator)
@@ -66,11 +68,14 @@ def _exact(y, x):
     n = x.shape[0]
     yf, out = y.reshape(n, -1), torch.zeros(n, y[0].numel(), dtype=x.dtype, device=x.device)
     for i in range(yf.shape[1]):
-        (g,) = torch.autograd.grad(yf[:, i].sum(), x, create_graph=True)
+        (g,) = torch.autograd.grad(yf[:, i].sum(), x, create_graph=True, allow_unused=True)
+        if g is None or not g.requires_grad:  # f_i is affine in x
+            continue
         gf = g.reshape(n, -1)
         for j in range(gf.shape[1]):
-            (h,) = torch.autograd.grad(gf[:, j].sum(), x, retain_graph=True)
-            out[:, i] += h.reshape(n, -1)[:, j]
+            (h,) = torch.autograd.grad(gf[:, j].sum(), x, retain_graph=True, allow_unused=True)
+            if h is not None:
+                out[:, i] += h.reshape(n, -1)[:, j]
     return out.reshape(x.shape)
 
 
@@ -78,8 +83,14 @@ def _hutchinson(y, x, probes, generator):
     out = torch.zeros_like(x)
     for p in range(probes):
         u, v = _rademacher(y, generator), _rademacher(x, generator)
-        (g,) = torch.autograd.grad((y * u).sum(), x, create_graph=True)
-        (hv,) = torch.autograd.grad((g * v).sum(), x, retain_graph=p < probes - 1)
+        (g,) = torch.autograd.grad((y * u).sum(), x, create_graph=True, allow_unused=True)
+        if g is None or not g.requires_grad:  # f is affine in x
+            return out
+        (hv,) = torch.autograd.grad(
+            (g * v).sum(), x, retain_graph=p < probes - 1, allow_unused=True
+        )
+        if hv is None:
+            return out
         quad = (hv * v).flatten(1).sum(1).reshape(-1, *([1] * (x.ndim - 1)))
         out = out + u * quad
     return out / probes

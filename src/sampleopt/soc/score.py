@@ -14,8 +14,11 @@ changes.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
+from sampleopt.diffusion.parameterization import to_eps
 from sampleopt.errors import UsageError
 
 
@@ -66,4 +69,27 @@ class TransitionScore:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
-        return float(loss)
+        return float(loss.detach())
+
+
+class DenoiserScore(torch.nn.Module):
+    """The score of a diffusion sampler's marginals from a trainable copy of its
+    denoiser: s(x, t) = -eps(x, tau) / s_tau at the training time tau = (1 - t) T
+    (rounded, at least 1; per row), so fitting starts from the base model's own score,
+    exact for the base's marginals. The time-reversed BSDE's default score for diffusion
+    bases."""
+
+    def __init__(self, sampler):
+        super().__init__()
+        self.denoiser = copy.deepcopy(sampler.denoiser).requires_grad_(True)
+        self.schedule = copy.deepcopy(sampler.schedule).requires_grad_(False)
+        self.T = int(sampler.schedule.num_train_steps)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        tau = ((1.0 - t) * self.T).round().clamp(1, self.T).long()
+        ab = self.schedule.alphabar().to(x.dtype)[tau].reshape(-1, *([1] * (x.ndim - 1)))
+        a_t, s_t = ab.sqrt(), (1 - ab).sqrt()
+        pred = self.denoiser(x, tau)
+        kind = self.denoiser.prediction
+        eps = pred if kind == "eps" else to_eps(pred, kind, x, a_t, s_t)
+        return -eps / s_t
