@@ -11,6 +11,7 @@ from sampleopt.samplers.diffusion import (
     ReverseSDESampler,
     respaced_timesteps,
 )
+from sampleopt.samplers.flow import MemorylessFlowSDE
 from sampleopt.samplers.initial import Gaussian, GaussianMixture, InitialLaw
 from sampleopt.samplers.langevin import LangevinSampler
 from sampleopt.samplers.potentials import (
@@ -20,7 +21,6 @@ from sampleopt.samplers.potentials import (
     QuadraticPotential,
     hex_centres,
 )
-from sampleopt.samplers.flow import MemorylessFlowSDE
 from sampleopt.samplers.sde import ControlledChain, SDEChain
 
 __all__ = [
