@@ -44,7 +44,8 @@ class InitialLaw(nn.Module):
 
 
 def _vector(name, value, dims=None) -> torch.Tensor:
-    t = torch.as_tensor(value, dtype=torch.get_default_dtype())
+    floating = isinstance(value, torch.Tensor) and value.is_floating_point()
+    t = torch.as_tensor(value, dtype=value.dtype if floating else torch.get_default_dtype())
     t = t.reshape(-1) if t.ndim else t.reshape(1)
     if dims is not None and t.numel() == 1:
         t = t.expand(dims).clone()
@@ -59,7 +60,7 @@ class Gaussian(InitialLaw):
     def __init__(self, mean, std=1.0, *, learnable: bool = False):
         super().__init__()
         mean = _vector("mean", mean)
-        std = _vector("std", std, mean.numel())
+        std = _vector("std", std, mean.numel()).to(mean.dtype)
         if std.shape != mean.shape or (std <= 0).any():
             raise UsageError(
                 f"std must be positive and match the mean's {mean.numel()} entries, got {std}"

@@ -94,7 +94,7 @@ class SDEChain(GaussianChain):
                 f"linear must be a number or a ({d}, {d}) matrix, got {tuple(L.shape)}"
             )
         mats = torch.stack([torch.linalg.matrix_exp(L * dt) for dt in self.dts()])
-        self.register_buffer("_expL", mats.to(torch.get_default_dtype()))
+        self.register_buffer("_expL", mats)  # float64; cast to the state's dtype in mean()
         return "matrix"
 
     @property
