@@ -81,7 +81,9 @@ def test_the_exact_laplacian_is_the_hessian_trace_and_hutchinson_is_unbiased():
     exact = laplacian(lambda z: net(z, t), x, trace="exact")
     for i in range(4):
         for c in range(3):
-            h = torch.autograd.functional.hessian(lambda z: net(z[None], t[i : i + 1])[0, c], x[i])
+            h = torch.autograd.functional.hessian(
+                lambda z, i=i, c=c: net(z[None], t[i : i + 1])[0, c], x[i]
+            )
             torch.testing.assert_close(exact[i, c], h.diagonal().sum(), rtol=1e-10, atol=1e-12)
     runs = torch.stack(
         [
