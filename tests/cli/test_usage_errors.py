@@ -23,7 +23,7 @@ CASES = [
     (LANGEVIN, "baseline_eta=0.5", "applies to compare=true only"),
     (MNIST, "lr=inf", "a finite number"),
     (MNIST, "eval_every=-1", "must be >= 0"),
-    (MNIST, "lora_targets=c[1", "names \\(letters"),
+    (MNIST, "lora_targets=c[1", "names (letters"),
     (MNIST, "lora_targets=c1", "applies to lora_rank > 0 only"),
     (MNIST, "method=adjoint", "unknown config key 'method'"),
     (MNIST, "estimator=covariance", "must be one of"),

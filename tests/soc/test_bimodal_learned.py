@@ -14,12 +14,13 @@ from sampleopt.soc.bimodal import base_chain, marginal_score
 from sampleopt.soc.bimodal_learned import learned_score
 
 F64 = torch.float64
-X = torch.linspace(-9.0, 9.0, 3601, dtype=F64)[:, None]
-# RMS score error weighted by the marginal p_s, measured on the shipped model: per level s
-# (measured: 0.02: 0.057, 0.1: 0.028, 0.3: 0.017, 0.5: 0.011, 1.0: 0.012) and over the
-# 50-step chain's times (measured 0.020); the bounds leave room for other torch builds
-MEASURED_BOUNDS = {0.02: 0.1, 0.1: 0.05, 0.3: 0.04, 0.5: 0.03, 1.0: 0.03}
-CHAIN_BOUND = 0.04
+X = torch.linspace(-9.0, 9.0, 1201, dtype=F64)[:, None]
+# RMS score error weighted by the marginal p_s, measured on the shipped model per level s
+# (0.02: 0.051, 0.1: 0.023, 0.3: 0.011, 0.5: 0.008, 1.0: 0.013; the exact score's own
+# weighted RMS is 0.73 .. 0.97) and over the 50-step chain's times (0.015). The check is
+# deterministic; the bounds (about 1.6x) leave room for other torch builds.
+MEASURED_BOUNDS = {0.02: 0.08, 0.1: 0.04, 0.3: 0.02, 0.5: 0.015, 1.0: 0.02}
+CHAIN_BOUND = 0.025
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def test_weighted_rms_error_over_the_base_chain_times(score):
 
 
 def test_base_chain_with_the_learned_score_reproduces_the_two_modes(score):
-    n = 20000
+    n = 5000
     out = {}
     for name, fn in (("learned", score), ("exact", None)):
         with torch.no_grad():

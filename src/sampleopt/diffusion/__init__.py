@@ -8,6 +8,7 @@ from sampleopt.diffusion.denoisers import Denoiser, ExactGaussianDenoiser, LateS
 from sampleopt.diffusion.parameterization import PREDICTIONS, convert
 from sampleopt.diffusion.schedules import (
     CosineSchedule,
+    ExponentialSchedule,
     LearnableCosineSchedule,
     LinearSchedule,
     NoiseSchedule,
@@ -18,6 +19,7 @@ __all__ = [
     "CosineSchedule",
     "Denoiser",
     "ExactGaussianDenoiser",
+    "ExponentialSchedule",
     "LateStepDenoiser",
     "LearnableCosineSchedule",
     "LinearSchedule",

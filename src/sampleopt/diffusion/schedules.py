@@ -37,6 +37,11 @@ class NoiseSchedule(nn.Module):
         ab = self.alphabar()
         return ab.sqrt(), (1 - ab).clamp_min(0).sqrt()
 
+    def extra_config(self) -> dict:
+        """Constructor arguments beyond ``num_train_steps`` that a saved schedule entry
+        must record for :func:`schedule_from_config` to rebuild it (none by default)."""
+        return {}
+
     def extra_repr(self):
         return f"T={self.num_train_steps}"
 
@@ -125,4 +130,56 @@ class LearnableCosineSchedule(NoiseSchedule):
         return _alphabar_from_f(_cosine_f(u, eps, tau))
 
 
-NOISE_SCHEDULES = {"linear": LinearSchedule, "cosine": CosineSchedule}
+class ExponentialSchedule(NoiseSchedule):
+    """The variance-preserving OU schedule, alphabar_t = exp(-rate t / T).
+
+    In continuous time s = t / T in [0, 1] it is a constant beta = ``rate``: with rate
+    4 it is the noising dX = -2 X ds + 2 dW of the 1-D bimodal control benchmark
+    (:mod:`sampleopt.soc.bimodal`), x_s | x_0 ~ N(e^{-2s} x_0, 1 - e^{-4s}). Every
+    discrete beta_t = 1 - exp(-rate / T) is the same. alphabar_T = exp(-rate) is not 0,
+    so the terminal law is not exactly N(0, I): samplers started from N(0, I) carry that
+    mismatch (e^{-4} = 0.018 with the default rate).
+    """
+
+    def __init__(self, num_train_steps: int = 1000, rate: float = 4.0):
+        super().__init__()
+        self.num_train_steps = _check_steps(num_train_steps)
+        ok = isinstance(rate, int | float) and not isinstance(rate, bool)
+        if not (ok and math.isfinite(rate) and rate > 0):
+            raise UsageError(f"rate must be a finite number > 0, got {rate!r}")
+        self.rate = float(rate)
+        t = torch.arange(num_train_steps + 1, dtype=torch.float64)
+        ab = torch.exp(-self.rate * t / num_train_steps)
+        self.register_buffer("_alphabar", ab.to(torch.get_default_dtype()))
+
+    def alphabar(self):
+        return self._alphabar
+
+    def extra_config(self) -> dict:
+        return {"rate": self.rate}
+
+    def extra_repr(self):
+        return f"T={self.num_train_steps}, rate={self.rate}"
+
+
+NOISE_SCHEDULES = {"linear": LinearSchedule, "cosine": CosineSchedule, "ou": ExponentialSchedule}
+
+
+def schedule_config(kind: str, schedule: NoiseSchedule) -> dict:
+    """The saved entry of ``schedule`` (registered as ``kind``): kind, T and its extras."""
+    return {"kind": kind, "num_train_steps": schedule.num_train_steps, **schedule.extra_config()}
+
+
+def schedule_from_config(config: dict) -> NoiseSchedule:
+    """Rebuild a schedule from its saved entry ({"kind", "num_train_steps", extras})."""
+    args = dict(config)
+    kind = args.pop("kind", None)
+    if kind not in NOISE_SCHEDULES:
+        raise UsageError(
+            f"unknown noise schedule {kind!r} in a saved schedule entry; "
+            f"choose one of {', '.join(NOISE_SCHEDULES)}"
+        )
+    try:
+        return NOISE_SCHEDULES[kind](**args)
+    except TypeError as exc:
+        raise UsageError(f"bad saved schedule entry {config!r}: {exc}") from None

@@ -53,7 +53,7 @@ class BaseModel:
 
 def load_base_model(name: str, folder: Path = PRETRAINED_DIR) -> BaseModel:
     """Load a shipped base model by name (see :func:`available_base_models`)."""
-    from sampleopt.diffusion.schedules import NOISE_SCHEDULES
+    from sampleopt.diffusion.schedules import schedule_from_config
     from sampleopt.models.registry import load_state_checked, model_from_config
 
     weights, meta_path = folder / f"{name}.safetensors", folder / f"{name}.json"
@@ -64,8 +64,7 @@ def load_base_model(name: str, folder: Path = PRETRAINED_DIR) -> BaseModel:
     model = model_from_config(meta["model_config"])
     load_state_checked(model, load_file(str(weights)), f"base model {name!r}")
     model.eval()
-    sched = meta["schedule"]
-    schedule = NOISE_SCHEDULES[sched["kind"]](sched["num_train_steps"])
+    schedule = schedule_from_config(meta["schedule"])
     return BaseModel(name, model, schedule, tuple(meta["data_shape"]), meta)
 
 

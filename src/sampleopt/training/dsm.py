@@ -26,7 +26,7 @@ from tqdm import tqdm
 from sampleopt.config import SEED_MAX, to_dict
 from sampleopt.data import DATASETS, get_dataset
 from sampleopt.diffusion.parameterization import PREDICTIONS, from_eps
-from sampleopt.diffusion.schedules import NOISE_SCHEDULES
+from sampleopt.diffusion.schedules import NOISE_SCHEDULES, schedule_config
 from sampleopt.errors import NonFiniteError, UsageError
 from sampleopt.models import MODELS, SmallUNet, TimeMLP
 from sampleopt.models.registry import load_state_checked
@@ -200,7 +200,7 @@ class DSMTrainer:
             "step": self.step,
             "config": to_dict(self.cfg),
             "model_config": self.model_config(),
-            "schedule": {"kind": self.cfg.schedule, "num_train_steps": self.cfg.num_train_steps},
+            "schedule": schedule_config(self.cfg.schedule, self.schedule),
             "data_shape": list(self.spec.shape),
         }
         self.rd.save_checkpoint(self.state_tensors(), meta)
