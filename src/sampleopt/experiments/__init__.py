@@ -6,11 +6,13 @@ from sampleopt.errors import UsageError
 from sampleopt.experiments.base import Experiment
 from sampleopt.experiments.langevin_hex import LANGEVIN_HEX
 from sampleopt.experiments.mnist_finetune import MNIST_BRIGHTNESS, MNIST_DIGIT
+from sampleopt.experiments.soc_bimodal import SOC_BIMODAL
 from sampleopt.experiments.soc_linear import SOC_LINEAR
 
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e for e in (LANGEVIN_HEX, MNIST_BRIGHTNESS, MNIST_DIGIT)
 }
+EXPERIMENTS[SOC_BIMODAL.name] = SOC_BIMODAL
 EXPERIMENTS[SOC_LINEAR.name] = SOC_LINEAR
 
 
