@@ -12,6 +12,7 @@ Three kinds of object, composed by the algorithms:
 
 from sampleopt.algorithms import (
     FineTuner,
+    GuidedOptimization,
     History,
     ImplicitDiffusion,
     NestedLoop,
@@ -29,6 +30,14 @@ from sampleopt.estimators import (
     UnrolledEstimator,
     ZerothOrderEstimator,
     make_estimator,
+)
+from sampleopt.guidance import (
+    AutogradGradient,
+    GuidedDenoiser,
+    LookAheadGuidance,
+    NaiveGuidance,
+    ZerothOrderGradient,
+    guidance_targets,
 )
 from sampleopt.models.pretrained import available_base_models, load_base_model
 from sampleopt.objectives import (
@@ -65,6 +74,13 @@ __all__ = [
     "Estimator",
     "FineTuner",
     "GibbsKL",
+    "GuidedDenoiser",
+    "GuidedOptimization",
+    "LookAheadGuidance",
+    "NaiveGuidance",
+    "AutogradGradient",
+    "ZerothOrderGradient",
+    "guidance_targets",
     "PathKL",
     "QueuedImplicitDiffusion",
     "estimate_path_kl",

@@ -3,6 +3,7 @@ estimators, all sharing one update core (:class:`Update`), one record type
 (:class:`History`) and one callback signature ``callback(history, algorithm)``."""
 
 from sampleopt.algorithms.finite_time import QueuedImplicitDiffusion
+from sampleopt.algorithms.guided import GuidedOptimization
 from sampleopt.algorithms.history import History
 from sampleopt.algorithms.implicit_diffusion import ImplicitDiffusion
 from sampleopt.algorithms.nested import FineTuner, NestedLoop
@@ -13,6 +14,7 @@ __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
     "FineTuner",
+    "GuidedOptimization",
     "History",
     "ImplicitDiffusion",
     "NestedLoop",

@@ -51,8 +51,10 @@ class ExactGaussianDenoiser(Denoiser):
                 f"and {tuple(cov.shape)}"
             )
         evals, evecs = torch.linalg.eigh(cov.double())
-        if bool((evals < 0).any()):
+        tol = 1e-10 * max(float(evals.abs().max()), 1.0)  # rounding of a singular cov
+        if bool((evals < -tol).any()):
             raise UsageError("cov must be positive semi-definite")
+        evals = evals.clamp(min=0.0)
         if prediction not in PREDICTIONS:
             raise UsageError(f"unknown prediction type {prediction!r}")
         self.prediction = prediction

@@ -34,6 +34,23 @@ from sampleopt.rundir import CHECKPOINT, PREVIOUS, RunDir, load_checkpoint
 from sampleopt.samplers import DDPMSampler
 
 
+def dsm_loss(denoiser, schedule, x0: torch.Tensor, generator=None) -> torch.Tensor:
+    """The denoising score-matching loss on clean samples ``x0``: t ~ U{1 .. T}, eps ~
+    N(0, I), x_t = a_t x0 + s_t eps, and the mean squared error of the denoiser's output
+    against its target (eps, x0, v or the score, as it predicts)."""
+    n = x0.shape[0]
+    where = generator.device if generator is not None else x0.device
+    t = torch.randint(1, schedule.num_train_steps + 1, (n,), generator=generator, device=where)
+    eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=where)
+    t, eps = t.to(x0.device), eps.to(x0.device)
+    a, s = schedule.a_s()
+    view = (n,) + (1,) * (x0.ndim - 1)
+    a_t, s_t = a[t].view(view).to(x0.dtype), s[t].view(view).to(x0.dtype)
+    x_t = a_t * x0 + s_t * eps
+    target = from_eps(eps, denoiser.prediction, x_t, a_t, s_t)
+    return torch.mean((denoiser(x_t, t) - target) ** 2)
+
+
 @dataclass
 class TrainConfig:
     dataset: str = field(default="hex", metadata={"help": "data set", "choices": tuple(DATASETS)})
@@ -134,15 +151,7 @@ class DSMTrainer:
 
     def loss(self, x0: torch.Tensor) -> torch.Tensor:
         self.spec.check(x0)
-        n = x0.shape[0]
-        t = torch.randint(1, self.cfg.num_train_steps + 1, (n,), generator=self.generator)
-        eps = torch.randn(x0.shape, generator=self.generator, dtype=x0.dtype)
-        a, s = self.schedule.a_s()
-        view = (n,) + (1,) * (x0.ndim - 1)
-        a_t, s_t = a[t].view(view), s[t].view(view)
-        x_t = a_t * x0 + s_t * eps
-        target = from_eps(eps, self.model.prediction, x_t, a_t, s_t)
-        return torch.mean((self.model(x_t, t) - target) ** 2)
+        return dsm_loss(self.model, self.schedule, x0, self.generator)
 
     def train_step(self) -> float:
         loss = self.loss(self.batch())
