@@ -87,7 +87,9 @@ class GuidedOptimization:
         self.top_k = min(positive_int("top_k", top_k), self.n)
         if adapt_from is not None:
             positive_int("adapt_steps", adapt_steps)
-            if isinstance(adapt_from, bool) or not (isinstance(adapt_from, int) and adapt_from >= 0):
+            if isinstance(adapt_from, bool) or not (
+                isinstance(adapt_from, int) and adapt_from >= 0
+            ):
                 raise UsageError(f"adapt_from must be None or an integer >= 0, got {adapt_from!r}")
             if not (isinstance(adapt_lr, int | float) and math.isfinite(adapt_lr) and adapt_lr > 0):
                 raise UsageError(f"adapt_lr must be a finite number > 0, got {adapt_lr!r}")
@@ -99,7 +101,9 @@ class GuidedOptimization:
         self.adapt_from, self.adapt_steps = adapt_from, adapt_steps
         self.params = [p for p in self.guided.denoiser.parameters() if p.requires_grad]
         if adapt_from is not None and not self.params:
-            raise UsageError("Algorithm 2 (adapt_from) needs a base network with trainable parameters")
+            raise UsageError(
+                "Algorithm 2 (adapt_from) needs a base network with trainable parameters"
+            )
         self.optimizer = (
             torch.optim.Adam(self.params, lr=float(adapt_lr)) if adapt_from is not None else None
         )
