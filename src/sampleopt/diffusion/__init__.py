@@ -13,6 +13,7 @@ from sampleopt.diffusion.schedules import (
     LinearSchedule,
     NoiseSchedule,
 )
+from sampleopt.diffusion.subspace_denoiser import SubspaceGaussianDenoiser
 
 __all__ = [
     "PREDICTIONS",
@@ -24,5 +25,6 @@ __all__ = [
     "LearnableCosineSchedule",
     "LinearSchedule",
     "NoiseSchedule",
+    "SubspaceGaussianDenoiser",
     "convert",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sampleopt.errors import UsageError
 from sampleopt.experiments.base import Experiment
 from sampleopt.experiments.guidance_mnist import GUIDANCE_MNIST
+from sampleopt.experiments.guidance_subspace import GUIDANCE_SUBSPACE
 from sampleopt.experiments.langevin_hex import LANGEVIN_HEX
 from sampleopt.experiments.mnist_finetune import MNIST_BRIGHTNESS, MNIST_DIGIT
 from sampleopt.experiments.soc_bimodal import SOC_BIMODAL
@@ -16,6 +17,7 @@ EXPERIMENTS: dict[str, Experiment] = {
 EXPERIMENTS[SOC_BIMODAL.name] = SOC_BIMODAL
 EXPERIMENTS[SOC_LINEAR.name] = SOC_LINEAR
 EXPERIMENTS[GUIDANCE_MNIST.name] = GUIDANCE_MNIST
+EXPERIMENTS[GUIDANCE_SUBSPACE.name] = GUIDANCE_SUBSPACE
 
 
 def get_experiment(name: str) -> Experiment:
