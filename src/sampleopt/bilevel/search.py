@@ -86,7 +86,7 @@ def _bayesian(problem, budget, lo, hi, seed) -> list[dict]:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(
         direction="maximize",
-        sampler=optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(4, budget)),
+        sampler=optuna.samplers.GPSampler(seed=seed % 2**32, n_startup_trials=min(4, budget)),
     )
     trials: list[dict] = []
 
