@@ -257,7 +257,7 @@ def test_image_scaling_is_affine_map_of_raw_pixels():
 
 
 def test_registry_loads_every_dataset_with_its_shape():
-    assert list(DATASETS) == ["hex", "bimodal-1d", "subspace", "digits", "mnist"]
+    assert list(DATASETS) == ["hex", "bimodal-1d", "subspace", "sphere", "digits", "mnist"]
     for name, spec in DATASETS.items():
         assert spec.name == name and spec.description
         out = spec.load("train", n=8, generator=gen(0))
@@ -283,7 +283,8 @@ def test_registry_defaults_are_deterministic_and_splits_differ():
 
 def test_unknown_dataset_names_the_valid_ones():
     with pytest.raises(
-        UsageError, match="unknown dataset 'mnsit'; valid: hex, bimodal-1d, subspace, digits, mnist"
+        UsageError,
+        match="unknown dataset 'mnsit'; valid: hex, bimodal-1d, subspace, sphere, digits, mnist",
     ):
         get_dataset("mnsit")
 

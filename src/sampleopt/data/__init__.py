@@ -4,7 +4,7 @@ image sets that ship with installed packages (nothing is downloaded).
 Every data set is registered by name in :data:`DATASETS` as a :class:`DatasetSpec`;
 ``get_dataset(name).load(split, n, generator)`` returns samples:
 
-* synthetic sets ("hex", "bimodal-1d", "subspace") return one tensor of shape
+* synthetic sets ("hex", "bimodal-1d", "subspace", "sphere") return one tensor of shape
   ``(n, *spec.shape)`` (n defaults to :data:`DEFAULT_N`); they have no finite data,
   so ``split`` only picks the default random stream when ``generator`` is None
   ("train": seed 0, "test": seed 1, independent draws) and must be "train" or
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from sampleopt.data.images import digits, mnist, split_indices, to_unit_interval
+from sampleopt.data.sphere import SPHERE_DIM, sphere_distance, unit_sphere
 from sampleopt.data.subspace import SubspaceGaussian, random_orthonormal
 from sampleopt.data.toy import (
     bimodal_1d,
@@ -137,6 +138,12 @@ DATASETS: dict[str, DatasetSpec] = {
             _synthetic("subspace", lambda n, g: _SUBSPACE.sample(n, generator=g)),
         ),
         DatasetSpec(
+            "sphere",
+            f"uniform on the unit sphere in R^{SPHERE_DIM}: x = u / |u|, u ~ N(0, I)",
+            (SPHERE_DIM,),
+            _synthetic("sphere", lambda n, g: unit_sphere(n, SPHERE_DIM, generator=g)),
+        ),
+        DatasetSpec(
             "digits",
             "scikit-learn 8x8 digits, 1797 images in [-1, 1] with labels",
             (1, 8, 8),
@@ -167,6 +174,7 @@ __all__ = [
     "DATASETS",
     "DEFAULT_N",
     "DatasetSpec",
+    "SPHERE_DIM",
     "SubspaceGaussian",
     "bimodal_1d",
     "bimodal_1d_log_prob",
@@ -177,6 +185,8 @@ __all__ = [
     "hex_mixture_log_prob",
     "mnist",
     "random_orthonormal",
+    "sphere_distance",
     "split_indices",
     "to_unit_interval",
+    "unit_sphere",
 ]
