@@ -12,6 +12,7 @@ alphabar is differentiable in them, so a schedule can be optimised like a model.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -96,6 +97,36 @@ class CosineSchedule(NoiseSchedule):
         return self._alphabar
 
 
+class ScheduleDomainWarning(UserWarning):
+    """A learnable schedule's parameter lies outside its domain and will be clamped."""
+
+
+def _check_cosine_parameters(start, end, tau, eps) -> None:
+    values = {"start": start, "end": end, "tau": tau, "eps": eps}
+    for name, v in values.items():
+        v = float(v.detach()) if isinstance(v, torch.Tensor) else v
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise UsageError(f"LearnableCosineSchedule: {name} must be a finite number, got {v!r}")
+        values[name] = float(v)
+    start, end, tau, eps = values.values()
+    bad = []
+    if not 0 <= start <= 1:
+        bad.append(f"start={start:g} (domain [0, 1])")
+    if not start <= end <= 1:
+        bad.append(f"end={end:g} (domain [start, 1])")
+    if tau < 1:
+        bad.append(f"tau={tau:g} (domain tau >= 1)")
+    if not 0 <= eps <= 1:
+        bad.append(f"eps={eps:g} (domain [0, 1])")
+    if bad:
+        warnings.warn(
+            "LearnableCosineSchedule: " + ", ".join(bad) + " outside the domain; the schedule "
+            "uses the clamped value and the gradient in that parameter is 0 there",
+            ScheduleDomainWarning,
+            stacklevel=3,
+        )
+
+
 class LearnableCosineSchedule(NoiseSchedule):
     """The four-parameter cosine schedule of generative bilevel optimisation (Xiao et
     al. 2025, scenario 2; docs/methods.md section 7):
@@ -107,11 +138,14 @@ class LearnableCosineSchedule(NoiseSchedule):
     with the clamps start in [0, 1], end in [start, 1], tau >= 1, eps in [0, 1]
     applied to the raw parameters on every call (so gradients are zero outside the
     box). start = 0, end = 1, tau = 1, eps = 0.008 is the standard cosine schedule.
+    A non-finite value is a :class:`UsageError`; a value outside its domain is
+    accepted (it is clamped as above) with a :class:`ScheduleDomainWarning`.
     """
 
     def __init__(self, num_train_steps: int = 1000, start=0.0, end=1.0, tau=1.0, eps=0.008):
         super().__init__()
         self.num_train_steps = _check_steps(num_train_steps)
+        _check_cosine_parameters(start, end, tau, eps)
         dtype = torch.get_default_dtype()
         self.start = nn.Parameter(torch.tensor(float(start), dtype=dtype))
         self.end = nn.Parameter(torch.tensor(float(end), dtype=dtype))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sampleopt.errors import UsageError
 from sampleopt.experiments.base import Experiment
+from sampleopt.experiments.bilevel_schedule import BILEVEL_SCHEDULE
 from sampleopt.experiments.guidance_mnist import GUIDANCE_MNIST
 from sampleopt.experiments.guidance_subspace import GUIDANCE_SUBSPACE
 from sampleopt.experiments.langevin_hex import LANGEVIN_HEX
@@ -18,6 +19,7 @@ EXPERIMENTS[SOC_BIMODAL.name] = SOC_BIMODAL
 EXPERIMENTS[SOC_LINEAR.name] = SOC_LINEAR
 EXPERIMENTS[GUIDANCE_MNIST.name] = GUIDANCE_MNIST
 EXPERIMENTS[GUIDANCE_SUBSPACE.name] = GUIDANCE_SUBSPACE
+EXPERIMENTS[BILEVEL_SCHEDULE.name] = BILEVEL_SCHEDULE
 
 
 def get_experiment(name: str) -> Experiment:
