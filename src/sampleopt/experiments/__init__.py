@@ -6,6 +6,7 @@ from sampleopt.errors import UsageError
 from sampleopt.experiments.base import Experiment
 from sampleopt.experiments.bilevel_schedule import BILEVEL_SCHEDULE
 from sampleopt.experiments.guidance_mnist import GUIDANCE_MNIST
+from sampleopt.experiments.guidance_sphere import GUIDANCE_SPHERE
 from sampleopt.experiments.guidance_subspace import GUIDANCE_SUBSPACE
 from sampleopt.experiments.langevin_hex import LANGEVIN_HEX
 from sampleopt.experiments.mnist_finetune import MNIST_BRIGHTNESS, MNIST_DIGIT
@@ -20,6 +21,7 @@ EXPERIMENTS[SOC_LINEAR.name] = SOC_LINEAR
 EXPERIMENTS[GUIDANCE_MNIST.name] = GUIDANCE_MNIST
 EXPERIMENTS[GUIDANCE_SUBSPACE.name] = GUIDANCE_SUBSPACE
 EXPERIMENTS[BILEVEL_SCHEDULE.name] = BILEVEL_SCHEDULE
+EXPERIMENTS[GUIDANCE_SPHERE.name] = GUIDANCE_SPHERE
 
 
 def get_experiment(name: str) -> Experiment:
