@@ -6,7 +6,8 @@ schedule (enqueued, as a practitioner would start from the default); trial i >= 
 TPE's suggestion in :data:`~sampleopt.bilevel_schedule.domain.BOX` given the finished
 trials. The study is rebuilt from those trials with a sampler seeded by (seed, i), so a
 suggestion depends only on the seed and the history: an interrupted search resumes
-exactly. TPE draws its first ``startup`` suggestions at random (uniform in the box).
+exactly. TPE suggests uniformly at random in the box until ``startup`` trials (the
+cosine included) have finished.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ PARAM_NAMES = ("start", "end", "tau", "eps")
 
 def write_plots(runner) -> list[str]:
     """schedule.png (alphabar and log-SNR of every method, every run; the learned
-    parameters along training) and samples.png (run 0 of each method)."""
+    parameters along training) and samples.png (run 0 of each method: 256 hex points, 36 digits)."""
     cfg, res, rd = runner.cfg, runner.results, runner.rd
     T = cfg.num_train_steps
     t = np.arange(T + 1) / T
@@ -75,8 +75,9 @@ def write_plots(runner) -> list[str]:
                 ax.set_ylim(-8, 8)
                 ax.set_aspect("equal")
             else:
-                imgs = np.clip((x[:64] + 1) / 2, 0, 1).reshape(8, 8, 8, 8)
-                ax.imshow(imgs.transpose(0, 2, 1, 3).reshape(64, 64), cmap="gray")
+                imgs = np.clip((x[:36] + 1) / 2, 0, 1).reshape(6, 6, 8, 8)
+                imgs = np.pad(imgs, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=0.5)
+                ax.imshow(imgs.transpose(0, 2, 1, 3).reshape(60, 60), cmap="gray")
                 ax.set_axis_off()
             ax.set_title(f"{d}: {LABEL[m]}, run 0", fontsize=8)
     fig.tight_layout()
