@@ -70,10 +70,14 @@ class BilevelMnistConfig:
     low: float = field(default=0.01, metadata={"help": "smallest lam searched", "min": 1e-6})
     high: float = field(default=1.0, metadata={"help": "largest lam searched", "min": 1e-6})
     lam0: float = field(default=0.3, metadata={"help": "bilevel: the first lam", "min": 1e-6})
-    lr: float = field(
-        default=1.0, metadata={"help": "bilevel: SGD step on log lam, / sqrt(k + 1)", "min": 1e-8}
+    optimizer: str = field(
+        default="adam",
+        metadata={"help": "bilevel: optimiser of log lam", "choices": ("adam", "sgd")},
     )
-    gamma0: float = field(default=1.0, metadata={"help": "bilevel: first gamma", "min": 1e-8})
+    lr: float = field(
+        default=0.3, metadata={"help": "bilevel: step on log lam, / sqrt(k + 1)", "min": 1e-8}
+    )
+    gamma0: float = field(default=10.0, metadata={"help": "bilevel: first gamma", "min": 1e-8})
     growth: float = field(default=1.3, metadata={"help": "bilevel: gamma growth", "min": 1.0})
     gamma_max: float = field(default=1e4, metadata={"help": "bilevel: largest gamma", "min": 1e-8})
     eval_n: int = field(default=256, metadata={"help": "samples per classifier FID", "min": 2})
@@ -193,7 +197,8 @@ class _Runner(Runner):
                 gamma0 = math.inf if method == "bilevel-limit" else cfg.gamma0
                 alg = KLStrengthBilevel(
                     problem, lam0=cfg.lam0, lr=StepSize(cfg.lr, "inverse_sqrt"),
-                    optimizer="sgd", penalty=PenaltySchedule(gamma0, cfg.growth, cfg.gamma_max),
+                    optimizer=cfg.optimizer,
+                    penalty=PenaltySchedule(gamma0, cfg.growth, cfg.gamma_max),
                     lam_min=cfg.low, lam_max=cfg.high, seed=seed,
                 )  # fmt: skip
                 rows = [(r["lam"], r["upper"], r["ess_star"]) for r in alg.run(cfg.budget)]

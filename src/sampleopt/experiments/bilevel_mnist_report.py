@@ -57,7 +57,11 @@ def report_markdown(s: dict, cfg, figures: list[str]) -> str:
         f"{cfg.steps} steps; {s['pool_seconds']:.0f} s to draw, shared by every method). "
         f"Each of {cfg.runs} runs per method spends {cfg.budget} solves, each solve a random "
         f"{cfg.subset}-sample subset of the pool, importance-weighted; lam in "
-        f"[{cfg.low:g}, {cfg.high:g}]. Each choice is scored on the held-out pool (mean ± "
+        f"[{cfg.low:g}, {cfg.high:g}]. Bilevel: {cfg.optimizer} on log lam from lam = "
+        f"{cfg.lam0:g}, step {cfg.lr:g} / sqrt(k + 1), gamma = {cfg.gamma0:g} x "
+        f"{cfg.growth:g}^k up to {cfg.gamma_max:g} (bilevel-limit: gamma = inf), the mean "
+        "of log lam over the last half of the iterates. "
+        "Each choice is scored on the held-out pool (mean ± "
         f"standard error over runs); FID: classifier FID of {cfg.eval_n} weighted draws "
         "against 1000 training images.",
         "",
