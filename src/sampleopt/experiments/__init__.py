@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from sampleopt.errors import UsageError
 from sampleopt.experiments.base import Experiment
+from sampleopt.experiments.bilevel_gaussian import BILEVEL_GAUSSIAN
+from sampleopt.experiments.bilevel_mnist import BILEVEL_MNIST
 from sampleopt.experiments.bilevel_schedule import BILEVEL_SCHEDULE
 from sampleopt.experiments.guidance_mnist import GUIDANCE_MNIST
 from sampleopt.experiments.guidance_sphere import GUIDANCE_SPHERE
@@ -18,10 +20,12 @@ EXPERIMENTS: dict[str, Experiment] = {
 }
 EXPERIMENTS[SOC_BIMODAL.name] = SOC_BIMODAL
 EXPERIMENTS[SOC_LINEAR.name] = SOC_LINEAR
+EXPERIMENTS[BILEVEL_GAUSSIAN.name] = BILEVEL_GAUSSIAN
+EXPERIMENTS[BILEVEL_MNIST.name] = BILEVEL_MNIST
 EXPERIMENTS[GUIDANCE_MNIST.name] = GUIDANCE_MNIST
-EXPERIMENTS[GUIDANCE_SUBSPACE.name] = GUIDANCE_SUBSPACE
-EXPERIMENTS[BILEVEL_SCHEDULE.name] = BILEVEL_SCHEDULE
 EXPERIMENTS[GUIDANCE_SPHERE.name] = GUIDANCE_SPHERE
+EXPERIMENTS[BILEVEL_SCHEDULE.name] = BILEVEL_SCHEDULE
+EXPERIMENTS[GUIDANCE_SUBSPACE.name] = GUIDANCE_SUBSPACE
 
 
 def get_experiment(name: str) -> Experiment:
