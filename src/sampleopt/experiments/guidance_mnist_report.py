@@ -47,43 +47,47 @@ def _base(summary: dict, reward: str) -> dict:
 
 
 def write_plots(runner) -> list[str]:
-    """frontier_<reward>.png: mean reward against classifier FID of every guided setting
-    (one line per guidance and round, across strengths), the base sets and the
-    fine-tuning results of docs/mnist-finetune.md."""
+    """frontier_<reward>.png: mean reward against classifier FID (left) and against FID
+    over its own base set's FID (right) of every guided setting (one line per guidance
+    and round, across strengths), the base sets and the fine-tuning results of
+    docs/mnist-finetune.md (their ratio over that page's base FID)."""
     cfg, summary, names = runner.cfg, runner.summary, []
     for reward in cfg.rewards:
-        fig, ax = plt.subplots(figsize=(6.8, 4.4), dpi=110)
-        settings = _guided(summary, reward)
-        for g in cfg.guidances:
-            colour, marker = STYLE.get(g, ("C2", "^"))
-            for k in range(1, cfg.rounds + 1):
-                pts = [
-                    (r["classifier_fid"], r["reward_mean"])
-                    for s in settings if s["guidance"] == g
-                    for r in s["rounds"] if r["round"] == k and math.isfinite(r["classifier_fid"])
-                ]  # fmt: skip
-                if pts:
-                    ax.plot(*zip(*sorted(pts), strict=True), color=colour, marker=marker,
-                            alpha=0.45 + 0.55 * k / cfg.rounds, lw=1.0,
-                            label=f"{g} guidance, round {k}")  # fmt: skip
-        b = _base(summary, reward)
-        for key, label in (
-            ("z0", "base (z_0)"),
-            ("finetune_eval_set", "base (fine-tuning eval set)"),
-        ):
-            ax.plot([b[key]["classifier_fid"]], [b[key]["reward_mean"]], "k*", ms=9 if key == "z0"
-                    else 6, label=label, ls="none")  # fmt: skip
-        for i, (label, pts) in enumerate(FINETUNE.get(reward, {}).items()):
-            if reward == "digit" and cfg.digit != 3:
-                break
-            ax.plot([p[1] for p in pts], [p[0] for p in pts], ls="none", marker="D",
-                    color=f"C{4 + i}", label=f"fine-tuning, {label} (docs)")  # fmt: skip
-        ax.set_xscale("log")
-        ax.set_xlabel("classifier FID (256 samples vs 1000 training images; lower is closer)")
-        ax.set_ylabel("mean reward" if reward == "brightness" else f"P(digit {cfg.digit})")
-        ax.set_title(f"guidance-mnist, {reward}: reward against classifier FID")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
+        fig, axes = plt.subplots(1, 2, figsize=(11.0, 4.4), dpi=110, sharey=True)
+        settings, b = _guided(summary, reward), _base(summary, reward)
+        fid0 = b["z0"]["classifier_fid"]
+        for ax, scale in zip(axes, (1.0, None), strict=True):
+            for g in cfg.guidances:
+                colour, marker = STYLE.get(g, ("C2", "^"))
+                for k in range(1, cfg.rounds + 1):
+                    pts = [
+                        (r["classifier_fid"] / (scale or fid0), r["reward_mean"])
+                        for s in settings if s["guidance"] == g
+                        for r in s["rounds"]
+                        if r["round"] == k and math.isfinite(r["classifier_fid"])
+                    ]  # fmt: skip
+                    if pts:
+                        ax.plot(*zip(*sorted(pts), strict=True), color=colour, marker=marker,
+                                alpha=0.45 + 0.55 * k / cfg.rounds, lw=1.0,
+                                label=f"{g} guidance, round {k}")  # fmt: skip
+            for key, label, ms in (("z0", "base (z_0)", 9), ("finetune_eval_set",
+                                   "base (fine-tuning eval set)", 6)):  # fmt: skip
+                e = b[key]
+                x = e["classifier_fid"] / (scale or e["classifier_fid"])
+                ax.plot([x], [e["reward_mean"]], "k*", ms=ms, ls="none", label=label)
+            if reward in FINETUNE and not (reward == "digit" and cfg.digit != 3):
+                ref = scale or FINETUNE_BASE[reward][1]
+                for i, (label, pts) in enumerate(FINETUNE[reward].items()):
+                    ax.plot([p[1] / ref for p in pts], [p[0] for p in pts], ls="none",
+                            marker="D", color=f"C{4 + i}",
+                            label=f"fine-tuning, {label} (docs)")  # fmt: skip
+            ax.set_xscale("log")
+            ax.grid(alpha=0.3, which="both")
+        axes[0].set_xlabel("classifier FID (256 samples vs 1000 training images)")
+        axes[1].set_xlabel("classifier FID / its base set's FID")
+        axes[0].set_ylabel("mean brightness" if reward == "brightness" else f"P(digit {cfg.digit})")
+        axes[1].legend(fontsize=7)
+        fig.suptitle(f"guidance-mnist, {reward}: reward against classifier FID (lower is closer)")
         fig.tight_layout()
         name = f"frontier_{reward}.png"
         fig.savefig(runner.rd.file(name))
