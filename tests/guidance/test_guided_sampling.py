@@ -213,3 +213,17 @@ def test_bad_input_gets_clear_errors():
     alg = so.GuidedOptimization(sampler, lambda v: v.sum(1)[:2], delta=1, batch_size=4)
     with pytest.raises(UsageError, match=r"shape \(4,\)"):
         alg.step()
+
+
+def test_same_noise_redraws_round_zero():
+    """noise="same": with strength 0 every round reproduces z_0 exactly; with fresh noise
+    it does not."""
+    for noise, same in (("same", True), ("fresh", False)):
+        alg, _ = subspace_problem()
+        alg.noise = noise
+        alg.guided.guidance.strength = 0.0
+        z0 = alg.start().clone()
+        alg.run(2)
+        assert torch.equal(alg.z, z0) == same
+    with pytest.raises(UsageError, match="noise"):
+        subspace_problem()[0].__class__(alg.sampler, alg.f, delta=1.0, noise="new")

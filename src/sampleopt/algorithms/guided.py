@@ -17,7 +17,11 @@ rate O(1/K) (the paper's theorem). ``delta`` is the per-round increase the targe
 for: larger moves faster and overshoots sooner.
 
 Round r draws from a generator seeded by (seed, r), so a run resumed from
-:meth:`GuidedOptimization.state_tensors` is bit-identical to an uninterrupted one.
+:meth:`GuidedOptimization.state_tensors` is bit-identical to an uninterrupted one. With
+``noise="same"`` every round redraws with round 0's noise instead, so guided sample i is
+a refinement of z_0,i and the gradient that steers it was taken at the same image's
+previous version: choose it when f's gradient is local to an image (a classifier), where
+with fresh noise sample i would be a new image steered by an unrelated one's gradient.
 Each round returns a one-row :class:`History` (step = round, reward_mean = mean f of the
 new samples, value = -mean f, network_evals = forward rows through the network so far,
 sampling and score matching alike; look-ahead guidance adds one backward pass per
@@ -55,6 +59,7 @@ class GuidedOptimization:
         adapt_from, adapt_lr, adapt_steps: Algorithm 2's score-matching steps (Adam on
             the base network's trainable parameters).
         top_k: the "top f" of a round is the mean of its k largest values.
+        noise: "fresh" (new noise each round) or "same" (round 0's noise every round).
         seed: the random streams (see the module docstring).
     """
 
@@ -70,6 +75,7 @@ class GuidedOptimization:
         adapt_lr: float = 1e-5,
         adapt_steps: int = 1,
         top_k: int = 4,
+        noise: str = "fresh",
         seed: int = 0,
     ):
         if not isinstance(sampler, DiffusionSampler) or not isinstance(
@@ -95,6 +101,9 @@ class GuidedOptimization:
                 raise UsageError(f"adapt_lr must be a finite number > 0, got {adapt_lr!r}")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise UsageError(f"seed must be an integer, got {seed!r}")
+        if noise not in ("fresh", "same"):
+            raise UsageError(f"noise must be 'fresh' or 'same', got {noise!r}")
+        self.noise = noise
         self.sampler, self.f, self.delta = sampler, f, float(delta)
         self.guided: GuidedDenoiser = sampler.denoiser
         self.gradient, self.seed = gradient, seed
@@ -118,6 +127,8 @@ class GuidedOptimization:
         return 1 if self.adapt_from is None else 2
 
     def generator(self, r: int) -> torch.Generator:
+        """Round r's generator (round 0's for every round with ``noise="same"``)."""
+        r = 0 if self.noise == "same" else r
         p = next(self.sampler.parameters(), None)
         device = p.device if p is not None else "cpu"
         return torch.Generator(device=device).manual_seed((self.seed * 1_000_003 + r) % 2**62)

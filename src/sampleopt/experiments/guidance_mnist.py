@@ -22,7 +22,7 @@ For each reward (``brightness``; ``digit``, the shipped classifier's probability
 
 ``noise=same`` (the default) draws every round with round 0's noise, so guided sample i
 is a refinement of z_0,i and its target (g_i, y_i), a first-order model of r around
-z_k,i, is about the image it steers. ``noise=fresh`` is GuidedOptimization as it is:
+z_k,i, is about the image it steers. ``noise=fresh`` is fresh noise each round:
 each round new noise, so sample i is steered by the gradient of an unrelated earlier
 sample (harmless for brightness, whose gradient is nearly the same for every image;
 useless for a classifier's gradient, which is local).
@@ -96,7 +96,7 @@ class GuidanceMnistConfig:
         default="same",
         metadata={
             "help": "same: every round redraws with round 0's noise (a refinement of each "
-            "sample); fresh: new noise each round (GuidedOptimization as it is)",
+            "sample); fresh: new noise each round (fresh noise each round)",
             "choices": ("same", "fresh"),
         },
     )
@@ -128,14 +128,6 @@ class GuidanceMnistConfig:
         # look-ahead keeps one step's UNet activations for all eval_n samples (about
         # 3 MB an image), plus the stored sample sets
         check_memory("eval_n", self.eval_n * (3e6 + 4 * 784 * 8))
-
-
-class _SameNoise(GuidedOptimization):
-    """Algorithm 1 with every round drawn from round 0's generator: guided sample i
-    starts from z_0,i's noise (``noise=same``, see the module docstring)."""
-
-    def generator(self, r: int) -> torch.Generator:
-        return super().generator(0)
 
 
 class _Runner(Runner):
@@ -176,13 +168,13 @@ class _Runner(Runner):
         return ReverseSDESampler(guided, b.schedule, self.cfg.steps, data_shape=b.data_shape)
 
     def optimizer(self, reward: str, guidance: str, strength: float) -> GuidedOptimization:
-        cls = _SameNoise if self.cfg.noise == "same" else GuidedOptimization
         seed = self.cfg.seed * 100 + REWARDS.index(reward)
-        return cls(
+        return GuidedOptimization(
             self.sampler(guidance, strength),
             self.rewards[reward],
             delta=self.cfg.delta(reward),
             batch_size=self.cfg.eval_n,
+            noise=self.cfg.noise,
             seed=seed,
         )
 
