@@ -67,7 +67,7 @@ def test_tiny_run_and_bit_identical_resume(tmp_path, monkeypatch, capsys):
             assert r["reward_gradients"] == r["round"] * N
 
     calls = {"n": 0}
-    original = gm._SameNoise.step
+    original = gm.GuidedOptimization.step
 
     def interrupt(self):
         calls["n"] += 1
@@ -75,12 +75,12 @@ def test_tiny_run_and_bit_identical_resume(tmp_path, monkeypatch, capsys):
             raise KeyboardInterrupt
         return original(self)
 
-    monkeypatch.setattr(gm._SameNoise, "step", interrupt)
+    monkeypatch.setattr(gm.GuidedOptimization, "step", interrupt)
     assert main(["run", "guidance-mnist", "--out", str(cut), *TINY]) == 130
     assert "sampleopt resume" in capsys.readouterr().err
     assert json.loads((cut / "summary.json").read_text())["status"] == "failed"
     assert load_checkpoint(cut)[1]["done"] == 4
-    monkeypatch.setattr(gm._SameNoise, "step", original)
+    monkeypatch.setattr(gm.GuidedOptimization, "step", original)
 
     assert main(["resume", str(cut), "--no-progress"]) == 0
     assert settings(full) == settings(cut)
