@@ -114,10 +114,9 @@ class _Runner(Runner):
             tensors, meta = saved
             self.images = tensors["images"].clone()
             self.pool_seconds, self.done = float(meta["pool_seconds"]), int(tensors["done"])
-            for k in self.results:
-                if tensors[k].shape != self.results[k].shape or self.images.shape[0] > total:
-                    raise UsageError(f"checkpoint in {rd.path} does not match its config ({k})")
-                self.results[k] = tensors[k].clone()
+            if self.images.shape[0] > total:
+                raise UsageError(f"checkpoint in {rd.path} does not match its config (images)")
+            self.restore(self.results, tensors)
             n_images = self.images.shape[0]
 
             def keep(row):  # the rows of the chunks and units the checkpoint holds

@@ -170,10 +170,7 @@ class _Runner(Runner):
         if saved is not None:
             tensors, meta = saved
             self.done = int(tensors["done"])
-            for k in self.results:
-                if tensors[k].shape != self.results[k].shape:
-                    raise UsageError(f"checkpoint in {rd.path} does not match its config ({k})")
-                self.results[k] = tensors[k].clone()
+            self.restore(self.results, tensors)
             self.seconds = list(meta["seconds"])[: self.done]
             self.rd.keep_metrics(lambda row: row.get("unit", U) < self.done)
         self.progress_bar = self.bar(U, unit="run")

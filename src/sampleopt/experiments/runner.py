@@ -85,6 +85,14 @@ class Runner:
         info = {"experiment": self.name, **meta, "config": to_dict(self.cfg)}
         self.rd.save_checkpoint(tensors, info)
 
+    def restore(self, results: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]) -> None:
+        """Replace each tensor of ``results`` by the checkpoint's copy, refusing a
+        checkpoint whose tensors have other shapes (it was made with another config)."""
+        for k in results:
+            if k not in tensors or tensors[k].shape != results[k].shape:
+                raise UsageError(f"checkpoint in {self.rd.path} does not match its config ({k})")
+            results[k] = tensors[k].clone()
+
     def read_checkpoint(self) -> tuple[dict[str, torch.Tensor], dict] | None:
         """The folder's checkpoint on resume, or None: not resuming, or the run failed
         before its first checkpoint, so it starts again (and the metrics rows of the
