@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--sampler", default="ddpm", help="ddpm, ddim, sde or ode (default ddpm)")
     ev.add_argument("--steps", type=int, default=100, help="sampling steps (default 100)")
     ev.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    from sampleopt.compare.command import add_parser as add_compare_parser
+
+    add_compare_parser(sub)
     resume = sub.add_parser(
         "resume",
         help="continue an interrupted or failed run from its last checkpoint",
@@ -276,6 +279,10 @@ def cmd_run(args) -> int:
         saved = rd.read_json("config.json")
         if "training" in saved:
             return _resume_training(rd, saved, args.no_progress)
+        if "compare" in saved:
+            from sampleopt.compare.command import resume as resume_compare
+
+            return resume_compare(rd, saved, args.no_progress)
         exp = get_experiment(saved.get("experiment", "?"))
         cfg = from_dict(exp.config_cls, saved.get("config", {}))
         if _finished(rd):
@@ -357,6 +364,10 @@ def _dispatch(args) -> int:
             return cmd_export(args)
         if args.command == "evaluate":
             return cmd_evaluate(args)
+        if args.command == "compare":
+            from sampleopt.compare.command import command as cmd_compare
+
+            return cmd_compare(args)
         if args.command == "finetune":
             if args.name not in ("brightness", "digit"):
                 raise UsageError(f"unknown reward {args.name!r}; choose brightness or digit")

@@ -1,6 +1,7 @@
 """One comparison of every method on shared tasks with known optima (docs/leaderboard.md):
-the tasks and their optima. The `sampleopt compare` command and the leaderboard are not
-built yet."""
+the tasks and their optima (:mod:`~sampleopt.compare.tasks`), the methods
+(:mod:`~sampleopt.compare.methods`) and the ``sampleopt compare TASK`` command
+(:mod:`~sampleopt.compare.runner`, :mod:`~sampleopt.compare.command`)."""
 
 from sampleopt.compare.optimum import (
     Optimum,

@@ -1,0 +1,65 @@
+"""`sampleopt resume DIR` of a comparison killed between units ends with the numbers
+of the uninterrupted run (wall times and memory aside), and a finished comparison is
+not resumed."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+import sampleopt.compare.runner as compare_runner
+from sampleopt.cli import main
+from sampleopt.rundir import load_checkpoint
+
+ARGS = ["--methods", "adjoint,guidance", "--budget", "1500", "--seeds", "2", "--no-progress"]
+TIMED = [compare_runner.FINAL.index(k) for k in ("seconds", "peak_rss_mb")]
+
+
+def table(folder):
+    rows = json.loads((folder / "summary.json").read_text())["table"]
+    return [{k: v for k, v in r.items() if k not in ("seconds_mean", "peak_rss_mb")} for r in rows]
+
+
+def rows(folder):
+    out = [json.loads(s) for s in (folder / "metrics.jsonl").read_text().splitlines()]
+    for r in out:
+        r.pop("seconds", None)
+        r.pop("peak_rss_mb", None)
+    return out
+
+
+def test_killed_comparison_resumes_bit_identical(tmp_path, monkeypatch, capsys):
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert main(["compare", "bimodal", "--out", str(full), *ARGS]) == 0
+
+    calls = {"n": 0}
+    original = compare_runner.CompareRunner.one
+
+    def interrupt(self, u):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, u)
+
+    monkeypatch.setattr(compare_runner.CompareRunner, "one", interrupt)
+    assert main(["compare", "bimodal", "--out", str(cut), *ARGS]) == 130
+    monkeypatch.setattr(compare_runner.CompareRunner, "one", original)
+    assert json.loads((cut / "summary.json").read_text())["status"] == "failed"
+    tensors, meta = load_checkpoint(cut)
+    assert int(tensors["done"]) == 2 and meta["optimum"] is not None
+
+    assert main(["resume", str(cut), "--no-progress"]) == 0
+    assert table(cut) == table(full)
+    ta, _ = load_checkpoint(full)
+    tb, _ = load_checkpoint(cut)
+    assert ta.keys() == tb.keys()
+    keep = [i for i in range(len(compare_runner.FINAL)) if i not in TIMED]
+    for k in ta:
+        a, b = (ta[k][:, keep], tb[k][:, keep]) if k == "final" else (ta[k], tb[k])
+        assert torch.equal(a, b), k
+    assert rows(full) == rows(cut)  # the third unit's rows were redone, not doubled
+
+    capsys.readouterr()
+    assert main(["resume", str(cut)]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
