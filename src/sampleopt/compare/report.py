@@ -65,6 +65,7 @@ def write_plots(runner) -> list[str]:
 
     res, j_star = runner.results, runner.optimum["objective"]
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    lowest = 0.0
     for i, m in enumerate(runner.cfg.methods):
         us = [u for u, (mm, _) in enumerate(runner.units) if mm == m]
         us = [u for u in us if int(res["status"][u]) == DONE]
@@ -73,8 +74,10 @@ def write_plots(runner) -> list[str]:
         curve = res["curve"][us].numpy()  # (seeds, points, [evals, J, se])
         x, gap = curve[:, :, 0].mean(0), curve[:, :, 1].mean(0) - j_star
         ax.plot(x, gap, marker="o", ms=3, color=f"C{i % 10}", label=m)
+        lowest = min(lowest, float(np.nanmin(gap)))
     ax.axhline(0.0, color="k", lw=0.8)
     ax.set_yscale("symlog", linthresh=0.1)
+    ax.set_ylim(bottom=min(-0.02, 1.5 * lowest))  # a gap is >= 0 up to the estimate's noise
     ax.set_xlabel("network evaluations")
     ax.set_ylabel("gap J - J* (held-out)")
     ax.set_title(f"compare {runner.cfg.task}: gap to the optimum")
