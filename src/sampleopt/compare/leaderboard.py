@@ -1,0 +1,122 @@
+"""docs/leaderboard.md from the summaries of `sampleopt compare` run folders
+(docs/leaderboard.md section 2).
+
+    python -m sampleopt.compare.leaderboard RUN_DIR [RUN_DIR ...] --page docs/leaderboard.md
+
+writes, between the page's markers ``<!-- leaderboard:start -->`` and
+``<!-- leaderboard:end -->`` (the rest of the page is left as it is), one table per task,
+methods ranked by their mean gap J - J* at equal budget with standard errors over seeds,
+the methods that could not run with the reason, and each folder's gap-against-evaluations
+plot copied next to the page as ``leaderboard-TASK.png``. Every row names the run
+folder it comes from. Only completed comparisons are accepted; two folders of the same
+task are refused (one table per task).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from sampleopt.errors import UsageError
+
+START, END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
+TASK_ORDER = ("bimodal", "hex", "subspace", "mnist")
+
+
+def load(folder: Path) -> dict:
+    """A completed comparison's summary (with its folder)."""
+    path = Path(folder) / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{folder}: no readable summary.json ({exc})") from None
+    if summary.get("status") != "completed" or "table" not in summary:
+        raise UsageError(
+            f"{folder}: the comparison is not completed (status {summary.get('status')!r}); "
+            "finish it with `sampleopt resume DIR`"
+        )
+    return {**summary, "folder": Path(folder)}
+
+
+def _pm(mean: float, se: float, fmt: str = "{:.4g}") -> str:
+    """mean ± se; the mean alone when se is 0 (exact) or NaN (one seed)."""
+    return fmt.format(mean) + (f" ± {fmt.format(se)}" if se == se and se > 0 else "")
+
+
+def task_section(s: dict, image: str | None) -> str:
+    opt = s["optimum"]
+    seeds = max((r["seeds"] for r in s["table"]), default=0)
+    lines = [
+        f"### {s['task']}",
+        "",
+        f"lam = {s['lam']:g}; J* = {_pm(opt['objective'], opt.get('objective_se', 0.0))} "
+        f"({opt['method']}); budget {s['budget']:,} network evaluations per run, {seeds} "
+        f"seeds; from `{s['folder'].name}`.",
+        "",
+        "| rank | method | gap J - J* | J | E[r] | path KL | evaluations | updates | "
+        "train s | peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for i, r in enumerate(s["table"], 1):
+        lines.append(
+            f"| {i} | {r['method']} | {_pm(r['gap_mean'], r['gap_se'])} | "
+            f"{_pm(r['objective_mean'], r['objective_se'])} | "
+            f"{_pm(r['reward_mean'], r['reward_se'])} | {_pm(r['kl_mean'], r['kl_se'])} | "
+            f"{r['network_evals_mean']:,.0f} | {r['updates_mean']:.0f} | "
+            f"{r['seconds_mean']:.1f} | {r['peak_rss_mb']:.0f} |"
+        )
+    for u in s.get("unavailable", []):
+        lines.append(f"\n* {u['method']} (seed {u['seed']}) did not run: {u['reason']}")
+    if image:
+        lines += ["", f"![gap against evaluations, {s['task']}]({image})"]
+    return "\n".join(lines) + "\n"
+
+
+def render(summaries: list[dict], images: dict[str, str]) -> str:
+    tasks = [s["task"] for s in summaries]
+    if len(set(tasks)) != len(tasks):
+        raise UsageError(f"one run folder per task, got tasks {tasks}")
+    order = sorted(summaries, key=lambda s: (TASK_ORDER + (s["task"],)).index(s["task"]))
+    return "\n".join(task_section(s, images.get(s["task"])) for s in order)
+
+
+def write(folders: list[Path], page: Path) -> str:
+    """Replace the marked section of ``page`` with the tables of ``folders``."""
+    summaries = [load(f) for f in folders]
+    text = page.read_text() if page.exists() else ""
+    if START not in text or END not in text or text.index(START) > text.index(END):
+        raise UsageError(f"{page} needs the markers {START} and {END}, in that order")
+    images = {}
+    for s in summaries:
+        plot = s["folder"] / "gap_vs_evals.png"
+        if plot.exists():
+            name = f"leaderboard-{s['task']}.png"
+            shutil.copyfile(plot, page.parent / name)
+            images[s["task"]] = name
+    body = render(summaries, images)
+    head, rest = text.split(START, 1)
+    tail = rest.split(END, 1)[1]
+    page.write_text(f"{head}{START}\n\n{body}\n{END}{tail}")
+    return body
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m sampleopt.compare.leaderboard",
+                                 description=__doc__.split("\n\n")[0])  # fmt: skip
+    ap.add_argument("folders", nargs="+", type=Path, help="completed `sampleopt compare` folders")
+    ap.add_argument("--page", type=Path, default=Path("docs/leaderboard.md"))
+    args = ap.parse_args(argv)
+    try:
+        write(args.folders, args.page)
+    except UsageError as exc:
+        print(f"leaderboard: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.page}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""The leaderboard page is generated from completed comparison folders: one table per
+task in the documented order, methods in their ranked order, each row traceable to its
+folder, and bad folders or pages refused with exit code 2."""
+
+from __future__ import annotations
+
+import json
+
+from sampleopt.compare.leaderboard import END, START, main
+
+
+def row(method, gap):
+    return {
+        "method": method, "seeds": 3, "gap_mean": gap, "gap_se": 0.01,
+        "objective_mean": gap - 1.0, "objective_se": 0.01, "reward_mean": 0.5,
+        "reward_se": 0.02, "kl_mean": 0.3, "kl_se": 0.01, "network_evals_mean": 1000.0,
+        "updates_mean": 10.0, "seconds_mean": 2.0, "peak_rss_mb": 400.0,
+    }  # fmt: skip
+
+
+def folder(tmp_path, name, task, status="completed", plot=True):
+    d = tmp_path / name
+    d.mkdir()
+    summary = {
+        "status": status, "task": task, "lam": 1.0, "budget": 1000,
+        "optimum": {"objective": -1.0, "objective_se": 0.0, "method": "closed form"},
+        "table": [row("adjoint", 0.1), row("guidance", 0.7)],
+        "unavailable": [{"method": "tr-bsde", "seed": 0, "reason": "no score here"}],
+    }  # fmt: skip
+    (d / "summary.json").write_text(json.dumps(summary))
+    if plot:
+        (d / "gap_vs_evals.png").write_bytes(b"png")
+    return d
+
+
+def page(tmp_path, markers=True):
+    p = tmp_path / "docs" / "leaderboard.md"
+    p.parent.mkdir(exist_ok=True)
+    p.write_text("# title\n\nintro\n\n" + (f"{START}\nold\n{END}\n" if markers else "") + "tail\n")
+    return p
+
+
+def test_the_page_is_generated_between_its_markers(tmp_path):
+    p = page(tmp_path)
+    a = folder(tmp_path, "compare-subspace", "subspace")
+    b = folder(tmp_path, "compare-bimodal", "bimodal", plot=False)
+    assert main([str(a), str(b), "--page", str(p)]) == 0
+    text = p.read_text()
+    assert text.startswith("# title\n\nintro\n") and text.endswith("tail\n")
+    assert "old" not in text
+    assert text.index("### bimodal") < text.index("### subspace")  # the documented order
+    assert text.index("| 1 | adjoint |") < text.index("| 2 | guidance |")
+    assert "from `compare-subspace`" in text and "tr-bsde (seed 0) did not run: no score" in text
+    assert "J* = -1 (closed form)" in text  # an exact optimum has no ± 0
+    assert (p.parent / "leaderboard-subspace.png").read_bytes() == b"png"
+    assert "leaderboard-bimodal.png" not in text
+
+
+def test_bad_folders_and_pages_exit_2(tmp_path, capsys):
+    p = page(tmp_path)
+    done = folder(tmp_path, "a", "hex")
+    running = folder(tmp_path, "b", "mnist", status="running")
+    twin = folder(tmp_path, "c", "hex")
+    assert main([str(running), "--page", str(p)]) == 2
+    assert "not completed" in capsys.readouterr().err
+    assert main([str(done), str(twin), "--page", str(p)]) == 2
+    assert main([str(tmp_path / "missing"), "--page", str(p)]) == 2
+    (tmp_path / "x").mkdir()
+    no_markers = page(tmp_path / "x", markers=False)
+    assert main([str(done), "--page", str(no_markers)]) == 2
