@@ -14,7 +14,11 @@ UNet's settings on ``mnist``):
 * ``guidance``: Algorithm 1 of Guo et al. (2024) with look-ahead guidance
   (:class:`~sampleopt.GuidedOptimization`): no training, the budget is spent on guided
   sampling rounds; the method's law is its guided sampler with the last round's
-  targets, a Gaussian chain scored like the others.
+  targets (held-out path i steered by target i mod n), a Gaussian chain scored like
+  the others: its J conditions on the targets (an upper bound of the mixture's, by
+  convexity of the KL), and on DDPM tasks it ends with the base's last step, as every
+  method does (:mod:`sampleopt.compare.problem`). Its evaluation count is the
+  algorithm's (forward rows; look-ahead's backward pass per row is not counted).
 
 :func:`start` builds a :class:`Run` on a :class:`~sampleopt.compare.problem.Problem`:
 ``step()`` until ``network_evals`` reaches the budget, then ``chain()`` is the law to
