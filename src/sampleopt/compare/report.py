@@ -108,7 +108,9 @@ def report_markdown(summary: dict, cfg, plots: list[str]) -> str:
         "",
         f"Each method is scored on the same {cfg.eval_n} held-out paths: J = -E[r] + lam KL "
         "(path KL to the base), gap = J - J*. Ranked by mean gap; ± is the standard error "
-        "over seeds (with one seed, that of the held-out estimate). Seconds: training "
+        "over seeds (with one seed, that of the held-out estimate). Every seed is scored on "
+        "the same held-out paths, so the spread over seeds is that of training alone; each "
+        "unit's own held-out SE is in metrics.jsonl. Seconds: training "
         "only, mean per seed. Memory: " + summary.get("memory", ""),
         "",
         "| rank | method | gap J - J* | J | E[r] | KL | evals | updates | seconds | peak RSS MB |",
