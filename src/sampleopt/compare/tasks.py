@@ -4,7 +4,11 @@ exact or near-exact optimum of -E[r] + lam KL(p || p_base) (docs/leaderboard.md)
 Every task uses the tilted-base-law set-up: the sampler the methods fine-tune is
 memoryless (DDPM with the posterior variance, or the reverse SDE), so the optimum over
 path laws is p_base exp(r / lam) / Z with the path KL equal to the terminal KL
-(:mod:`sampleopt.compare.optimum`). For the three synthetic tasks p_base is taken to be
+(:mod:`sampleopt.compare.optimum`). DDPM's last step (to t = 0) adds no noise, so the
+comparison tunes the first K - 1 steps and keeps the base's last step as part of the
+reward (:mod:`sampleopt.compare.problem`); x_{K-1} is memoryless too, and the tilt of
+its law pushes forward to the tilt of x_K's, so J* is the same. For the three synthetic
+tasks p_base is taken to be
 the data law, whose density is known (the shipped models are at their metrics' noise
 floor, docs/base-models.md); for MNIST p_base is the model's own law, sampled.
 
