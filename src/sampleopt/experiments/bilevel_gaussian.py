@@ -100,15 +100,7 @@ class _Runner(Runner):
             "seconds": torch.full((U,), nan, dtype=torch.float64),
             "collapsed": torch.zeros(U, dtype=torch.long),
         }
-        self.done = 0
-        saved = self.read_checkpoint()
-        if saved is not None:
-            tensors, _ = saved
-            self.done = int(tensors["done"])
-            self.restore(self.results, tensors)
-            self.rd.keep_metrics(lambda row: row.get("unit", U) < self.done)
-        self.progress_bar = self.bar(U, unit="run")
-        self.progress_bar.update(self.done)
+        self.resume_units(self.results, U, unit="run")
 
     def unit_seed(self, a: float, run: int) -> int:
         return (self.cfg.seed * 1_000_003 + round(a * 1000) * 1009 + run) % 2**62

@@ -139,16 +139,8 @@ class _Runner(Runner):
             "compute": torch.full((U,), nan, dtype=torch.float64),
             "samples": torch.full((U, KEPT, 64), nan),  # the first KEPT, for the plots
         }
-        self.done, self.seconds = 0, []
-        saved = self.read_checkpoint()
-        if saved is not None:
-            tensors, meta = saved
-            self.done = int(tensors["done"])
-            self.restore(self.results, tensors)
-            self.seconds = list(meta["seconds"])[: self.done]
-            self.rd.keep_metrics(lambda row: row.get("unit", U) < self.done)
-        self.progress_bar = self.bar(U, unit="training")
-        self.progress_bar.update(self.done)
+        meta = self.resume_units(self.results, U, unit="training")
+        self.seconds = list(meta.get("seconds", []))[: self.done]
 
     def unit_seed(self, dataset: str, run: int) -> int:
         return self.cfg.seed * 10**6 + PROBLEMS.index(dataset) * 10**4 + run

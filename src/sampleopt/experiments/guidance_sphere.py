@@ -129,16 +129,8 @@ class _Runner(Runner):
         self.units = [(d, r, g) for d in cfg.deltas for r in range(cfg.runs) for g in cfg.guidances]
         U, R = len(self.units), cfg.rounds + 1
         self.results = {k: torch.full((U, R), math.nan, dtype=torch.float64) for k in METRICS}
-        self.done, self.seconds = 0, []
-        saved = self.read_checkpoint()
-        if saved is not None:
-            tensors, meta = saved
-            self.done = int(tensors["done"])
-            self.restore(self.results, tensors)
-            self.seconds = list(meta["seconds"])[: self.done]
-            self.rd.keep_metrics(lambda row: row.get("unit", U) < self.done)
-        self.progress_bar = self.bar(U, unit="run")
-        self.progress_bar.update(self.done)
+        meta = self.resume_units(self.results, U, unit="run")
+        self.seconds = list(meta.get("seconds", []))[: self.done]
 
     # -- one unit ----------------------------------------------------------------------
     def f(self, x: torch.Tensor) -> torch.Tensor:

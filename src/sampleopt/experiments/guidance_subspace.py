@@ -165,16 +165,8 @@ class _Runner(Runner):
         ]  # fmt: skip
         U, R = len(self.units), max(self.rounds(m, f) for m, f, *_ in self.units)
         self.results = {k: torch.full((U, R + 1), math.nan, dtype=torch.float64) for k in RECORDS}
-        self.done, self.seconds = 0, []
-        saved = self.read_checkpoint()
-        if saved is not None:
-            tensors, meta = saved
-            self.done = int(tensors["done"])
-            self.restore(self.results, tensors)
-            self.seconds = list(meta["seconds"])[: self.done]
-            self.rd.keep_metrics(lambda row: row.get("unit", U) < self.done)
-        self.progress_bar = self.bar(U, unit="run")
-        self.progress_bar.update(self.done)
+        meta = self.resume_units(self.results, U, unit="run")
+        self.seconds = list(meta.get("seconds", []))[: self.done]
 
     def rounds(self, model: str, f: str) -> int:
         cfg = self.cfg

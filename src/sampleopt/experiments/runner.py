@@ -93,6 +93,23 @@ class Runner:
                 raise UsageError(f"checkpoint in {self.rd.path} does not match its config ({k})")
             results[k] = tensors[k].clone()
 
+    def resume_units(self, results: dict[str, torch.Tensor], units: int, unit: str) -> dict:
+        """The resume of an experiment made of ``units`` units of work, a checkpoint after
+        each (tensors ``done`` and ``results``): sets ``self.done`` (units finished),
+        restores ``results``, keeps the metrics rows of the finished units (rows carry
+        their ``unit``) and opens the progress bar ``self.progress_bar``. Returns the
+        checkpoint's metadata ({} when starting afresh)."""
+        self.done, meta = 0, {}
+        saved = self.read_checkpoint()
+        if saved is not None:
+            tensors, meta = saved
+            self.done = int(tensors["done"])
+            self.restore(results, tensors)
+            self.rd.keep_metrics(lambda row: row.get("unit", units) < self.done)
+        self.progress_bar = self.bar(units, unit=unit)
+        self.progress_bar.update(self.done)
+        return meta
+
     def read_checkpoint(self) -> tuple[dict[str, torch.Tensor], dict] | None:
         """The folder's checkpoint on resume, or None: not resuming, or the run failed
         before its first checkpoint, so it starts again (and the metrics rows of the

@@ -138,19 +138,11 @@ class _Runner(Runner):
             "round_mse": torch.full((U, R), math.nan, dtype=torch.float64),
             "line": torch.full((U, LINE.numel(), 2), math.nan, dtype=torch.float64),
         }
-        self.done, self.seconds, self.cpu_seconds = 0, [], []
-        saved = self.read_checkpoint()
-        if saved is not None:
-            tensors, meta = saved
-            self.done = int(tensors["done"])
-            self.restore(self.results, tensors)
-            self.seconds = list(meta["seconds"])[: self.done]
-            self.cpu_seconds = list(meta["cpu_seconds"])[: self.done]
-            self.rd.keep_metrics(lambda row: row.get("unit", U) < self.done)
+        meta = self.resume_units(self.results, U, unit="run")
+        self.seconds = list(meta.get("seconds", []))[: self.done]
+        self.cpu_seconds = list(meta.get("cpu_seconds", []))[: self.done]
         xt = torch.Generator().manual_seed(cfg.seed * 1000 + 999)
         self.test_x = torch.randn(cfg.test_points, 2, generator=xt, dtype=torch.float64)
-        self.progress_bar = self.bar(U, unit="run")
-        self.progress_bar.update(self.done)
 
     # -- one run ---------------------------------------------------------------------
     def unit_seed(self, eps: float, run: int) -> int:
