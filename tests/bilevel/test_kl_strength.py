@@ -171,3 +171,51 @@ def test_bad_input_and_collapse():
         ImportanceLowerLevel()
     with pytest.raises(UsageError, match="unknown search"):
         search("anneal", problem, 3, low=0.1, high=1.0)
+
+
+def test_tilt_and_lower_level_inputs():
+    with pytest.raises(UsageError, match="N >= 2"):
+        Tilt(torch.zeros(1))
+    with pytest.raises(UsageError, match="shape"):
+        Tilt(torch.zeros(3, 2))
+    with pytest.raises(NonFiniteError, match="log density ratios"):
+        Tilt(torch.tensor([0.0, float("nan"), 1.0]))
+    with pytest.raises(UsageError, match=r"shape \(3,\)"):
+        Tilt(torch.zeros(3)).mean(torch.zeros(4))
+    with pytest.raises(UsageError, match="pool"):
+        ImportanceLowerLevel(pool=torch.zeros(1, 2))
+    with pytest.raises(UsageError, match="callable"):
+        ImportanceLowerLevel("not a sampler")
+    calls = {"r1": 0}
+
+    def r1(x):
+        calls["r1"] += 1
+        return -(x[:, 0] ** 2)
+
+    tb = GaussianTestBed(1.0)
+    pool = tb.sample_base(256, torch.Generator().manual_seed(0))
+    problem = KLStrengthProblem(r1, tb.r2, ImportanceLowerLevel(pool=pool))
+    first, second = problem.upper(1.0), problem.upper(1.0)
+    assert first == second and problem.solves == 2 and calls["r1"] == 1  # rewards once
+
+
+def test_algorithm_and_search_arguments():
+    tb = GaussianTestBed(1.0)
+    problem = KLStrengthProblem(tb.r1, tb.r2, ImportanceLowerLevel(tb.sample_base, n=64))
+    bad = [({"lr": 0.0}, "lr"), ({"lr": float("nan")}, "lr")]
+    bad += [({"optimizer": "lbfgs"}, "optimizer"), ({"lam_min": -1.0}, "lam")]
+    for kw, what in bad:
+        with pytest.raises(UsageError, match=what):
+            KLStrengthBilevel(problem, **kw)
+    with pytest.raises(UsageError, match="KLStrengthProblem"):
+        KLStrengthBilevel("problem")
+    for kw, what in (({"gamma0": 0.0}, "gamma0"), ({"growth": 0.5}, "growth"),
+                     ({"gamma_max": -1.0}, "gamma_max")):  # fmt: skip
+        with pytest.raises(UsageError, match=what):
+            PenaltySchedule(**kw)
+    assert PenaltySchedule(2.0, 2.0, 10.0)(0) == 2.0 and PenaltySchedule(2.0, 2.0, 10.0)(5) == 10.0
+    assert PenaltySchedule(math.inf)(3) == math.inf
+    with pytest.raises(UsageError, match="budget"):
+        search("grid", problem, 0, low=0.1, high=1.0)
+    with pytest.raises(UsageError, match="low < high"):
+        search("random", problem, 3, low=1.0, high=1.0)

@@ -81,3 +81,12 @@ def test_bad_input():
     for lam in (0.0, -1.0, float("nan")):
         with pytest.raises(UsageError, match="lam"):
             tilt_by_importance(x, lam)
+
+
+def test_closed_form_and_grid_argument_checks():
+    from sampleopt.compare import gaussian_quadratic_tilt
+
+    with pytest.raises(UsageError, match=r"\|w\|\^2"):
+        gaussian_quadratic_tilt(1.0, 0.0, 1.0, 1.0)
+    with pytest.raises(UsageError, match="same shape"):
+        tilt_on_grid(torch.zeros(3), torch.zeros(4), 1.0, 0.1)

@@ -227,3 +227,39 @@ def test_same_noise_redraws_round_zero():
         assert torch.equal(alg.z, z0) == same
     with pytest.raises(UsageError, match="noise"):
         subspace_problem()[0].__class__(alg.sampler, alg.f, delta=1.0, noise="new")
+
+
+def test_more_argument_checks_and_the_guided_x0hat():
+    from sampleopt.guidance import make_guidance
+
+    with pytest.raises(UsageError, match="unknown guidance"):
+        make_guidance("classifier-free")
+    for kw, what in (({"directions": 0}, "directions"), ({"mu": 0.0}, "mu"),
+                     ({"mu": float("inf")}, "mu")):  # fmt: skip
+        with pytest.raises(UsageError, match=what):
+            ZerothOrderGradient(**kw)
+    with pytest.raises(UsageError, match="gradient must be"):
+        guidance_targets(lambda v: v.sum(1), torch.randn(4, 3), 0.1, gradient="autograd")
+    schedule = CosineSchedule(T).double()
+    sub = SubspaceGaussian(8, 2, seed=1, dtype=F64)
+    den = ExactGaussianDenoiser(sub.mean, sub.covariance, schedule)
+    guided = GuidedDenoiser(den, schedule, NaiveGuidance())
+    g, y = torch.randn(3, 8, dtype=F64), torch.randn(3, dtype=F64)
+    guided.guidance.set_target(g, y)
+    x, t = torch.randn(3, 8, dtype=F64), torch.tensor([5, 50, 90])
+    a, s = (v[t][:, None] for v in schedule.a_s())
+    torch.testing.assert_close(guided.x0hat(x, t), (x - s * den(x, t)) / a)
+    torch.testing.assert_close(guided.x0hat(x, t, guided=True), (x - s * guided(x, t)) / a)
+    with pytest.raises(UsageError, match="1 .. 100"):
+        guided(x, torch.tensor([0, 5, 5]))
+    alg, _ = subspace_problem()
+    for kw, what in (({"adapt_from": 0, "adapt_lr": 0.0}, "adapt_lr"),
+                     ({"top_k": 0}, "top_k"), ({"delta": float("nan")}, "delta")):  # fmt: skip
+        args = {"delta": 1.0, **kw}
+        with pytest.raises(UsageError, match=what):
+            so.GuidedOptimization(alg.sampler, alg.f, **args)
+    frozen = ExactGaussianDenoiser(sub.mean, sub.covariance, schedule).requires_grad_(False)
+    sampler = so.DDPMSampler(GuidedDenoiser(frozen, schedule, NaiveGuidance()), schedule, 5,
+                             data_shape=(8,))  # fmt: skip
+    with pytest.raises(UsageError, match="trainable"):
+        so.GuidedOptimization(sampler, alg.f, delta=1.0, adapt_from=0)
