@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from sampleopt.bilevel.importance import Tilt
 from sampleopt.plots import line_plot
 
 
@@ -16,14 +15,14 @@ def tilted_optimum(sampler, reward, lam: float, n: int, seed: int) -> dict:
     value -lam log mean exp(r / lam), reward, KL to the base and effective sample size."""
     gen = torch.Generator().manual_seed(20_000 + seed)
     r = torch.cat([reward(sampler.sample(min(64, n - i), generator=gen)) for i in range(0, n, 64)])
-    logw = (r / lam).double()
-    log_z = torch.logsumexp(logw, 0) - math.log(n)
-    w = torch.softmax(logw, 0)
+    if lam <= 0:
+        return {"objective": float(-r.max()), "n": n}
+    tilt = Tilt((r / lam).double(), min_ess=1, what=f"the tilted optimum at lam = {lam:g}")
     return {
-        "objective": float(-lam * log_z) if lam > 0 else float(-r.max()),
-        "reward_mean": float((w * r.double()).sum()),
-        "kl": float((w * (logw - log_z)).sum()),
-        "ess": float(1 / (w * w).sum()),
+        "objective": -lam * tilt.log_z,
+        "reward_mean": tilt.mean(r)[0],
+        "kl": tilt.kl()[0],
+        "ess": tilt.ess,
         "n": n,
     }
 
