@@ -34,17 +34,17 @@ def test_killed_comparison_resumes_bit_identical(tmp_path, monkeypatch, capsys):
     assert main(["compare", "bimodal", "--out", str(full), *ARGS]) == 0
 
     calls = {"n": 0}
-    original = compare_runner.CompareRunner.one
+    original = compare_runner.run_unit
 
-    def interrupt(self, u):
+    def interrupt(*args):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return original(self, u)
+        return original(*args)
 
-    monkeypatch.setattr(compare_runner.CompareRunner, "one", interrupt)
+    monkeypatch.setattr(compare_runner, "run_unit", interrupt)
     assert main(["compare", "bimodal", "--out", str(cut), *ARGS]) == 130
-    monkeypatch.setattr(compare_runner.CompareRunner, "one", original)
+    monkeypatch.setattr(compare_runner, "run_unit", original)
     assert json.loads((cut / "summary.json").read_text())["status"] == "failed"
     tensors, meta = load_checkpoint(cut)
     assert int(tensors["done"]) == 2 and meta["optimum"] is not None

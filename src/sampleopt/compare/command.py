@@ -1,11 +1,14 @@
 """The command line of the comparison: ``sampleopt compare TASK [--methods a,b,...]
 [--budget N] [--seeds K] [--out DIR] [--no-progress]`` and ``sampleopt resume DIR`` of
-its run folder (:mod:`sampleopt.compare.runner` does the work)."""
+its run folder (:mod:`sampleopt.compare.runner` does the work). Both run under
+``accelerate launch --num_processes P -m sampleopt.cli ...`` too: process 0 writes the
+run folder, the others run their share of the units (:mod:`sampleopt.compare.parallel`)."""
 
 from __future__ import annotations
 
+from sampleopt.compare import parallel
 from sampleopt.compare.methods import METHODS
-from sampleopt.compare.runner import CompareConfig, run
+from sampleopt.compare.runner import CompareConfig, run, work
 from sampleopt.compare.tasks import get_task
 from sampleopt.errors import UsageError
 from sampleopt.rundir import RunDir
@@ -51,12 +54,17 @@ def command(args) -> int:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
     cfg = CompareConfig(task=task.name, methods=methods, budget=args.budget or 0, seeds=args.seeds)
     validate(cfg)
+    rank, world = parallel.launched()
+    store = parallel.connect() if world > 1 else None
+    if rank > 0:
+        work(store, rank, world)
+        return 0
     path = Path(args.out) if args.out else default_run_path("runs", f"compare-{task.name}", 0)
     rd = RunDir(path)
     try:
         rd.write_json("config.json", {"compare": task.name, "config": to_dict(cfg)})
         print(f"run folder: {rd.path}", flush=True)
-        summary = run(cfg, rd, not args.no_progress, False)
+        summary = run(cfg, rd, not args.no_progress, False, store)
     finally:
         rd.close()
     return _print(summary, rd)
@@ -66,14 +74,20 @@ def resume(rd: RunDir, saved: dict, no_progress: bool) -> int:
     """``sampleopt resume DIR`` of a comparison's run folder."""
     from sampleopt.config import from_dict
 
+    rank, world = parallel.launched()
     try:
         cfg = from_dict(CompareConfig, saved.get("config", {}))
+        store = parallel.connect() if world > 1 else None
+        if rank > 0:
+            rd.close()
+            work(store, rank, world)
+            return 0
         if rd.file("summary.json").exists():
             status = rd.read_json("summary.json").get("status")
             if status == "completed":
                 raise UsageError(f"nothing to resume: the comparison in {rd.path} finished")
         print(f"run folder: {rd.path} (resuming)", flush=True)
-        summary = run(cfg, rd, not no_progress, True)
+        summary = run(cfg, rd, not no_progress, True, store)
     finally:
         rd.close()
     return _print(summary, rd)

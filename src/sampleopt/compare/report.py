@@ -21,12 +21,13 @@ def _mean_se(values: list[float], own_se: float) -> tuple[float, float]:
 def summarise(runner) -> dict:
     """Per method: the gap J - J* (mean and SE over seeds), J, E[r], KL, evaluations,
     updates, seconds and peak memory; the methods that could not run, with the reason."""
-    from sampleopt.compare.runner import DONE, FINAL
+    from sampleopt.compare.runner import DONE, FINAL, PENDING
 
     cfg, res, j_star = runner.cfg, runner.results, runner.optimum["objective"]
     table, unavailable = [], []
     for m in cfg.methods:
-        us = [u for u, (mm, _) in enumerate(runner.units) if mm == m and u < runner.done]
+        us = [u for u, (mm, _) in enumerate(runner.units) if mm == m]
+        us = [u for u in us if int(res["status"][u]) != PENDING]
         done = [u for u in us if int(res["status"][u]) == DONE]
         for u in us:
             if str(u) in runner.reasons:
