@@ -54,6 +54,14 @@ def test_the_page_is_generated_between_its_markers(tmp_path):
     assert "J* = -1 (closed form)" in text  # an exact optimum has no ± 0
     assert (p.parent / "leaderboard-subspace.png").read_bytes() == b"png"
     assert "leaderboard-bimodal.png" not in text
+    # one section per method, its rows linking back to the tasks' tables
+    by_method = text[text.index("### By method") :]
+    adjoint = by_method[by_method.index("#### method: adjoint") :].split("####")[1]
+    assert "| [bimodal](#bimodal) | 1 of 2 | 0.1 ± 0.01 | 1,000 | `compare-bimodal` |" in adjoint
+    tr = by_method[by_method.index("#### method: tr-bsde") :].split("####")[1]
+    assert "| [subspace](#subspace) | - | did not run: no score here |" in tr
+    ppo = by_method[by_method.index("#### method: ppo") :].split("####")[1]
+    assert "not in this comparison" in ppo
 
 
 def test_bad_folders_and_pages_exit_2(tmp_path, capsys):

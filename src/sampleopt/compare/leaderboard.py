@@ -7,7 +7,9 @@ writes, between the page's markers ``<!-- leaderboard:start -->`` and
 ``<!-- leaderboard:end -->`` (the rest of the page is left as it is), one table per task,
 methods ranked by their mean gap J - J* at equal budget with standard errors over seeds,
 the methods that could not run with the reason, and each folder's gap-against-evaluations
-plot copied next to the page as ``leaderboard-TASK.png``. Every row names the run
+plot copied next to the page as ``leaderboard-TASK.png``; then one short table per
+method (its rank and gap on every task, under the heading ``method: NAME``, the anchor
+``#method-NAME`` that the method's own docs page links to). Every row names the run
 folder it comes from. Only completed comparisons are accepted; two folders of the same
 task are refused (one table per task).
 """
@@ -75,12 +77,38 @@ def task_section(s: dict, image: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def method_sections(order: list[dict]) -> str:
+    """Per method, its row of every task (anchor ``#method-NAME``)."""
+    from sampleopt.compare.methods import METHODS
+
+    lines = ["### By method", ""]
+    for name in METHODS:
+        lines += [f"#### method: {name}", "", "| task | rank | gap J - J* | evaluations | from |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        for s in order:
+            ranked = [r["method"] for r in s["table"]]
+            if name in ranked:
+                r = s["table"][ranked.index(name)]
+                lines.append(
+                    f"| [{s['task']}](#{s['task']}) | {ranked.index(name) + 1} of {len(ranked)} "
+                    f"| {_pm(r['gap_mean'], r['gap_se'])} | {r['network_evals_mean']:,.0f} | "
+                    f"`{s['folder'].name}` |"
+                )
+            else:
+                why = [u["reason"] for u in s.get("unavailable", []) if u["method"] == name]
+                note = f"did not run: {why[0]}" if why else "not in this comparison"
+                lines.append(f"| [{s['task']}](#{s['task']}) | - | {note} | | |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def render(summaries: list[dict], images: dict[str, str]) -> str:
     tasks = [s["task"] for s in summaries]
     if len(set(tasks)) != len(tasks):
         raise UsageError(f"one run folder per task, got tasks {tasks}")
     order = sorted(summaries, key=lambda s: (TASK_ORDER + (s["task"],)).index(s["task"]))
-    return "\n".join(task_section(s, images.get(s["task"])) for s in order)
+    tables = [task_section(s, images.get(s["task"])) for s in order]
+    return "\n".join([*tables, method_sections(order)])
 
 
 def write(folders: list[Path], page: Path) -> str:
