@@ -53,6 +53,8 @@ def test_the_page_is_generated_between_its_markers(tmp_path):
     assert "from `compare-subspace`" in text and "tr-bsde (seed 0) did not run: no score" in text
     assert "J* = -1 (closed form)" in text  # an exact optimum has no ± 0
     assert (p.parent / "leaderboard-subspace.png").read_bytes() == b"png"
+    record = p.parent / "leaderboard-runs" / "compare-subspace" / "summary.json"
+    assert record.read_text() == (a / "summary.json").read_text()
     assert "leaderboard-bimodal.png" not in text
     # one section per method, its rows linking back to the tasks' tables
     by_method = text[text.index("### By method") :]

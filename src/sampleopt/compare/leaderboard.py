@@ -10,7 +10,10 @@ the methods that could not run with the reason, and each folder's gap-against-ev
 plot copied next to the page as ``leaderboard-TASK.png``; then one short table per
 method (its rank and gap on every task, under the heading ``method: NAME``, the anchor
 ``#method-NAME`` that the method's own docs page links to). Every row names the run
-folder it comes from. Only completed comparisons are accepted; two folders of the same
+folder it comes from, and that folder's record (config.json, summary.json,
+metrics.jsonl, report.md: every unit's numbers) is copied beside the page into
+``leaderboard-runs/FOLDER/``, so each number can be traced without the machine that
+made it. Only completed comparisons are accepted; two folders of the same
 task are refused (one table per task).
 """
 
@@ -26,6 +29,8 @@ from sampleopt.errors import UsageError
 
 START, END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
 TASK_ORDER = ("bimodal", "hex", "subspace", "mnist")
+RECORDS = "leaderboard-runs"  # beside the page: a copy of each folder's record
+RECORD_FILES = ("config.json", "summary.json", "metrics.jsonl", "report.md")
 
 
 def load(folder: Path) -> dict:
@@ -119,6 +124,11 @@ def write(folders: list[Path], page: Path) -> str:
         raise UsageError(f"{page} needs the markers {START} and {END}, in that order")
     images = {}
     for s in summaries:
+        record = page.parent / RECORDS / s["folder"].name
+        record.mkdir(parents=True, exist_ok=True)
+        for name in RECORD_FILES:
+            if (s["folder"] / name).exists():
+                shutil.copyfile(s["folder"] / name, record / name)
         plot = s["folder"] / "gap_vs_evals.png"
         if plot.exists():
             name = f"leaderboard-{s['task']}.png"
