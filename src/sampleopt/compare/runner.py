@@ -82,6 +82,11 @@ class CompareConfig:
         return self.budget or DEFAULT_BUDGETS[self.task]
 
     @property
+    def units(self) -> list[tuple[str, int]]:
+        """The (method, seed) units, seed by seed."""
+        return [(m, self.seed + s) for s in range(self.seeds) for m in self.methods]
+
+    @property
     def resolved_eval_n(self) -> int:
         return self.eval_n or DEFAULT_EVAL.get(self.task, SYNTHETIC_EVAL)[0]
 
@@ -106,7 +111,7 @@ class CompareRunner(Runner):
     def __init__(self, cfg: CompareConfig, rd: RunDir, progress: bool, resume: bool, store=None):
         super().__init__("compare", cfg, rd, progress=progress, resume=resume)
         self.task = get_task(cfg.task)
-        self.units = [(m, cfg.seed + s) for s in range(cfg.seeds) for m in cfg.methods]
+        self.units = cfg.units
         U, P = len(self.units), cfg.curve_points
         self.results = {
             "status": torch.zeros(U, dtype=torch.long),
@@ -261,7 +266,7 @@ def work(store, rank: int, world: int) -> None:
 
     plan = parallel.Plan.receive(store)
     cfg = from_dict(CompareConfig, plan.config)
-    units = [(m, cfg.seed + s) for s in range(cfg.seeds) for m in cfg.methods]
+    units = cfg.units
     problem = Problem(get_task(cfg.task))
     for u in plan.mine(rank, world):
         name, seed = units[u]
