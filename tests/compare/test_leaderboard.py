@@ -13,7 +13,8 @@ def row(method, gap):
     return {
         "method": method, "seeds": 3, "gap_mean": gap, "gap_se": 0.01,
         "objective_mean": gap - 1.0, "objective_se": 0.01, "reward_mean": 0.5,
-        "reward_se": 0.02, "kl_mean": 0.3, "kl_se": 0.01, "network_evals_mean": 1000.0,
+        "reward_se": 0.02, "kl_mean": 0.3, "kl_se": 0.01, "fd_star_mean": 0.2,
+        "fd_star_se": 0.05, "network_evals_mean": 1000.0,
         "updates_mean": 10.0, "seconds_mean": 2.0, "peak_rss_mb": 400.0,
     }  # fmt: skip
 

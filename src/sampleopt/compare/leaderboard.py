@@ -63,16 +63,17 @@ def task_section(s: dict, image: str | None) -> str:
         f"({opt['method']}); budget {s['budget']:,} network evaluations per run, {seeds} "
         f"seeds; from `{s['folder'].name}`.",
         "",
-        "| rank | method | gap J - J* | J | E[r] | path KL | evaluations | updates | "
-        "train s | peak MB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| rank | method | gap J - J* | J | E[r] | path KL | FD to p* | evaluations | "
+        "updates | train s | peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for i, r in enumerate(s["table"], 1):
         lines.append(
             f"| {i} | {r['method']} | {_pm(r['gap_mean'], r['gap_se'])} | "
             f"{_pm(r['objective_mean'], r['objective_se'])} | "
             f"{_pm(r['reward_mean'], r['reward_se'])} | {_pm(r['kl_mean'], r['kl_se'])} | "
-            f"{r['network_evals_mean']:,.0f} | {r['updates_mean']:.0f} | "
+            f"{_pm(r['fd_star_mean'], r['fd_star_se'])} | {r['network_evals_mean']:,.0f} | "
+            f"{r['updates_mean']:.0f} | "
             f"{r['seconds_mean']:.1f} | {r['peak_rss_mb']:.0f} |"
         )
     for u in s.get("unavailable", []):

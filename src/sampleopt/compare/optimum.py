@@ -13,12 +13,16 @@ task:
 * :func:`tilt_by_importance`: self-normalised importance weights over base samples
   (:class:`~sampleopt.bilevel.Tilt`), with standard errors and the effective sample size;
 * closed forms where the task has them (a Gaussian base with a quadratic reward).
+
+Each can also return the mean and covariance of features of p* (``features`` of the
+grid points or of the samples; the task's closed form), from which the comparison
+scores a method's samples by their Frechet distance to p* (docs/leaderboard.md).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
@@ -32,7 +36,8 @@ from sampleopt.errors import UsageError
 class Optimum:
     """The tilted optimum: J* (``objective``) with its standard error (0 for quadrature
     and closed forms), E_{p*}[r] (``reward``), KL(p* || p_base) (``kl``), the effective
-    sample size (importance weights only) and how it was computed (``method``)."""
+    sample size (importance weights only) and how it was computed (``method``); with
+    features, their mean and covariance under p* (nested lists, for JSON)."""
 
     objective: float
     objective_se: float
@@ -40,14 +45,35 @@ class Optimum:
     kl: float
     method: str
     ess: float | None = None
+    feature_mean: list | None = field(default=None, repr=False)
+    feature_cov: list | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def with_moments(self, mean: torch.Tensor, cov: torch.Tensor) -> Optimum:
+        """The optimum with p*'s feature mean (d,) and covariance (d, d)."""
+        return replace(self, feature_mean=mean.tolist(), feature_cov=cov.tolist())
 
-def tilt_on_grid(log_p: torch.Tensor, r: torch.Tensor, lam: float, cell: float) -> Optimum:
+
+def weighted_moments(features: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (d,) and covariance (d, d) of ``features`` (m, d) under weights ``w`` (m,)
+    that sum to 1, in float64."""
+    f, w = features.reshape(features.shape[0], -1).double(), w.double()
+    if f.shape[0] != w.shape[0]:
+        raise UsageError(f"features have {f.shape[0]} rows for {w.shape[0]} weights")
+    check_finite(f, "the features")
+    mean = w @ f
+    centred = f - mean
+    return mean, (centred * w[:, None]).T @ centred
+
+
+def tilt_on_grid(
+    log_p: torch.Tensor, r: torch.Tensor, lam: float, cell: float, features=None
+) -> Optimum:
     """The optimum by quadrature: ``log_p`` and ``r`` on the points of a regular grid
-    whose cells have volume ``cell`` (the grid must cover the mass of both laws)."""
+    whose cells have volume ``cell`` (the grid must cover the mass of both laws); with
+    ``features`` (m, d) of the points, p*'s feature moments."""
     lam = check_lam(lam)
     if log_p.shape != r.shape or log_p.ndim != 1:
         raise UsageError(f"log_p and r must have the same shape (m,), got {log_p.shape}, {r.shape}")
@@ -63,20 +89,25 @@ def tilt_on_grid(log_p: torch.Tensor, r: torch.Tensor, lam: float, cell: float) 
     log_z = float(torch.logsumexp(log_w, 0)) + math.log(cell)
     p_star = torch.exp(log_w - log_z) * cell
     reward = float((p_star * r).sum())
-    return Optimum(-lam * log_z, 0.0, reward, reward / lam - log_z, "quadrature")
+    opt = Optimum(-lam * log_z, 0.0, reward, reward / lam - log_z, "quadrature")
+    return opt if features is None else opt.with_moments(*weighted_moments(features, p_star))
 
 
-def tilt_by_importance(r: torch.Tensor, lam: float, min_ess: float | None = None) -> Optimum:
+def tilt_by_importance(
+    r: torch.Tensor, lam: float, min_ess: float | None = None, features=None
+) -> Optimum:
     """The optimum from the rewards ``r`` (N,) of N base samples: J* = -lam log mean
     exp(r / lam) with its delta-method standard error, E_{p*}[r] and the KL by
-    self-normalised weights, and their effective sample size."""
+    self-normalised weights, and their effective sample size; with ``features`` (N, d)
+    of the samples, p*'s feature moments by the same weights."""
     lam = check_lam(lam)
     tilt = Tilt(r.double() / lam, min_ess=min_ess, what=f"the tilted optimum at lam = {lam:g}")
     reward, _, _ = tilt.mean(r.double())
     # d(-lam log mean e^h) / d(mean e^h) = -lam / Z; influence of the mean: e^{h_i} - Z
     se = lam * float((tilt.n * tilt.w - 1).std()) / math.sqrt(tilt.n)
     kl, _, _ = tilt.kl()
-    return Optimum(-lam * tilt.log_z, se, reward, kl, "importance weights", tilt.ess)
+    opt = Optimum(-lam * tilt.log_z, se, reward, kl, "importance weights", tilt.ess)
+    return opt if features is None else opt.with_moments(*weighted_moments(features, tilt.w))
 
 
 def gaussian_quadratic_tilt(c: float, w_norm2: float, target: float, lam: float) -> Optimum:

@@ -14,7 +14,9 @@ at every step (the reverse SDE of ``mnist``) are used as they are.
 Every method is scored on the same held-out draws (:meth:`Problem.evaluate`): x_0 and
 the noise come from one seeded generator (common random numbers), and per path the
 running KL cost sum_k |m(x_k) - m_base(x_k)|^2 / (2 s_k^2) and the reward give the
-per-path objective -r + lam * kl, whose mean and standard error are J's.
+per-path objective -r + lam * kl, whose mean and standard error are J's. The samples'
+features give the Frechet distance to the optimum p* (the comparison's quality
+metric).
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ class Problem:
         self.trimmed = is_deterministic(full.noise_scale(full.num_steps - 1))
         self.reference = self.chain(copy.deepcopy(self.base.denoiser)).requires_grad_(False)
         self.raw_reward = task.reward()
+        self.features = task.feature_map()
         self.reward = (
             _ThroughLastStep(self.raw_reward, self.reference) if self.trimmed else self.raw_reward
         )
@@ -118,11 +121,16 @@ class Problem:
         return Objective(self.reward, lam=self.lam, divergence=PathKL(self.reference))
 
     @torch.no_grad()
-    def evaluate(self, chain: GaussianChain, n: int, seed: int, chunk: int = 256) -> dict:
+    def evaluate(
+        self, chain: GaussianChain, n: int, seed: int, chunk: int = 256, target: dict | None = None
+    ) -> dict:
         """J, E[r] and the path KL of ``chain`` on n held-out paths drawn from ``seed``
-        (the same paths' noise for every method), with standard errors."""
+        (the same paths' noise for every method), with standard errors; with ``target``
+        (an optimum's dict with feature moments) also ``fd_star``, the Frechet distance
+        of the samples' features to p*'s (biased upwards at small n, like FID: compare
+        values at equal n)."""
         gen = torch.Generator().manual_seed(seed)
-        ref, js, rs, kls = self.reference, [], [], []
+        ref, js, rs, kls, feats = self.reference, [], [], [], []
         for i in range(0, n, chunk):
             x = chain.sample_x0(min(chunk, n - i), gen)
             kl = x.new_zeros(x.shape[0], dtype=torch.float64)
@@ -130,13 +138,35 @@ class Problem:
                 m, s = chain.mean(x, k), chain.noise_scale(k)
                 kl += PathKL.step_cost(m, ref.mean(x, k), s).double()
                 x = m + s * torch.randn(x.shape, generator=gen, dtype=x.dtype)
-            r = self.reward(x).double()
+            sample = ref.finish(x) if self.trimmed else x  # the base's last step, if kept
+            r = self.raw_reward(sample).double()
             rs.append(r)
             kls.append(kl)
             js.append(-r + self.lam * kl)
+            if target is not None:
+                feats.append(self.features(sample))
         out = {"eval_n": n}
         for key, v in (("objective", js), ("reward", rs), ("kl", kls)):
             v = torch.cat(v)
             out[key] = float(v.mean())
             out[f"{key}_se"] = float(v.std()) / math.sqrt(len(v)) if len(v) > 1 else math.nan
+        if target is not None:
+            out["fd_star"] = fd_to(torch.cat(feats), target)
         return out
+
+
+def fd_to(features: torch.Tensor, target: dict) -> float:
+    """The Frechet distance between Gaussians fitted to ``features`` (n, d) and to the
+    optimum's feature moments (``target["feature_mean"]``, ``["feature_cov"]``)."""
+    import warnings
+
+    import numpy as np
+    from scipy.linalg import LinAlgWarning
+
+    from sampleopt.metrics.distances import frechet_distance
+
+    f = features.reshape(features.shape[0], -1).double().numpy()
+    mean, cov = np.asarray(target["feature_mean"]), np.asarray(target["feature_cov"])
+    with warnings.catch_warnings():  # p* of `subspace` has a singular covariance (rank 16)
+        warnings.simplefilter("ignore", LinAlgWarning)
+        return frechet_distance(f.mean(0), np.atleast_2d(np.cov(f, rowvar=False)), mean, cov)

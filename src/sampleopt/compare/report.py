@@ -42,6 +42,7 @@ def summarise(runner) -> dict:
         )
         for key in ("objective", "reward", "kl"):
             row[f"{key}_mean"], row[f"{key}_se"] = _mean_se(rows[key], rows[f"{key}_se"][0])
+        row["fd_star_mean"], row["fd_star_se"] = _mean_se(rows["fd_star"], math.nan)
         for key in ("network_evals", "updates", "seconds"):
             row[f"{key}_mean"] = float(np.mean(rows[key]))
         row["peak_rss_mb"] = float(np.max(rows["peak_rss_mb"]))
@@ -107,22 +108,26 @@ def report_markdown(summary: dict, cfg, plots: list[str]) -> str:
         f"({opt.get('method')}; E[r] = {opt.get('reward', math.nan):.4g}, "
         f"KL = {opt.get('kl', math.nan):.4g}).",
         "",
-        f"Each method is scored on the same {cfg.eval_n} held-out paths: J = -E[r] + lam KL "
-        "(path KL to the base), gap = J - J*. Ranked by mean gap; ± is the standard error "
+        f"Each method is scored on the same {cfg.resolved_eval_n} held-out paths: "
+        "J = -E[r] + lam KL (path KL to the base), gap = J - J*; FD to p*: the Frechet "
+        "distance between Gaussians fitted to the samples' features and to p*'s (biased "
+        "upwards at this n, like FID). Ranked by mean gap; ± is the standard error "
         "over seeds (with one seed, that of the held-out estimate). Every seed is scored on "
         "the same held-out paths, so the spread over seeds is that of training alone; each "
         "unit's own held-out SE is in metrics.jsonl. Seconds: training "
         "only, mean per seed. Memory: " + summary.get("memory", ""),
         "",
-        "| rank | method | gap J - J* | J | E[r] | KL | evals | updates | seconds | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| rank | method | gap J - J* | J | E[r] | KL | FD to p* | evals | updates | seconds "
+        "| peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for i, r in enumerate(summary.get("table", []), 1):
         lines.append(
             f"| {i} | {r['method']} | {_f(r['gap_mean'], r['gap_se'])} | "
             f"{_f(r['objective_mean'], r['objective_se'])} | "
             f"{_f(r['reward_mean'], r['reward_se'])} | {_f(r['kl_mean'], r['kl_se'])} | "
-            f"{r['network_evals_mean']:.0f} | {r['updates_mean']:.0f} | "
+            f"{_f(r['fd_star_mean'], r['fd_star_se'])} | {r['network_evals_mean']:.0f} | "
+            f"{r['updates_mean']:.0f} | "
             f"{r['seconds_mean']:.1f} | {r['peak_rss_mb']:.0f} |"
         )
     if summary.get("unavailable"):

@@ -6,7 +6,9 @@ copy of the base model (:mod:`sampleopt.compare.methods`), runs it until its net
 evaluations reach ``budget``, scoring it on ``curve_n`` held-out paths each time it
 passes another 1 / ``curve_points`` of the budget (the gap-against-evaluations curve),
 and at the end on ``eval_n`` held-out paths: J = -E[r] + lam KL with its standard
-error, E[r], the path KL, the gap J - J*, the evaluations and updates made, the wall
+error, E[r], the path KL, the gap J - J*, the Frechet distance of the samples'
+features to the optimum's (``fd_star``, the quality metric; features per task in
+:mod:`sampleopt.compare.tasks`), the evaluations and updates made, the wall
 time of the training (evaluations excluded) and the process's peak resident memory
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``, the peak of the whole process so far:
 an upper bound of the unit's own). Every unit is scored on the same held-out draws.
@@ -43,14 +45,15 @@ from sampleopt.rundir import RunDir
 
 # network evaluations per (method, seed) when --budget is not given: the whole bimodal
 # comparison (9 methods, 3 seeds) takes under 10 minutes on 2 CPU cores (subspace's
-# network is 4x larger; mnist's are first guesses, not timed)
+# network is 4x larger); on mnist, 10,000 is where the probes of docs/leaderboard.md
+# section 4 had the pathwise methods within 0.005 of J*
 DEFAULT_BUDGETS = {"bimodal": 300_000, "hex": 300_000, "subspace": 100_000, "mnist": 10_000}
 # held-out paths (final score, each curve point) when eval_n / curve_n are 0: a path of
 # the MNIST UNet costs as much as ~1000 of the MLPs', so its evaluation is smaller
 DEFAULT_EVAL = {"mnist": (512, 96)}
 SYNTHETIC_EVAL = (1024, 256)
 POLL_S = 2.0  # process 0 looks for the other processes' unit files this often
-FINAL = ("objective", "objective_se", "reward", "reward_se", "kl", "kl_se",
+FINAL = ("objective", "objective_se", "reward", "reward_se", "kl", "kl_se", "fd_star",
          "network_evals", "updates", "seconds", "peak_rss_mb")  # fmt: skip
 PENDING, DONE, UNAVAILABLE, FAILED = 0, 1, 2, 3
 EVAL_SEED = 1_000_003  # the held-out paths, the same for every method and seed
@@ -150,7 +153,7 @@ class CompareRunner(Runner):
             with self.timed("optimum"):
                 self.optimum = self.task.optimum().as_dict()
             self.checkpoint()
-        self.summary["optimum"] = self.optimum
+        self.summary["optimum"] = {k: v for k, v in self.optimum.items() if "feature" not in k}
         self.take_in_unit_files()
         pending = [u for u in range(len(self.units)) if not self.finished(u)]
         mine, world = pending, 1
@@ -245,7 +248,7 @@ def run_unit(problem: Problem, cfg: CompareConfig, unit: tuple[str, int], optimu
         reason = f"failed after {run.network_evals} evaluations: " + describe_error(exc)
         emit({"status": "failed", "reason": reason})
         return {**record, "status": FAILED, "reason": reason, "curve": curve}
-    ev = problem.evaluate(run.chain(), cfg.resolved_eval_n, EVAL_SEED)
+    ev = problem.evaluate(run.chain(), cfg.resolved_eval_n, EVAL_SEED, target=optimum)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     values = {**ev, "network_evals": run.network_evals, "updates": run.rounds,
               "seconds": seconds, "peak_rss_mb": rss_mb}  # fmt: skip

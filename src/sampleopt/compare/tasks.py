@@ -21,6 +21,11 @@ floor, docs/base-models.md); for MNIST p_base is the model's own law, sampled.
   3)^2 with a unit theta in span(A), lam = 1; closed form.
 * ``mnist``: the MNIST model with the brightness reward, lam = 0.05, reverse SDE with 20
   steps; importance weights over base samples, with their effective sample size.
+
+Every optimum also carries the mean and covariance of p* in the task's feature space
+(the sample itself for the synthetic tasks; the MNIST classifier's 128 penultimate
+features for ``mnist``), against which a method's samples get their Frechet distance
+to p* ("FD to p*", docs/leaderboard.md).
 """
 
 from __future__ import annotations
@@ -41,6 +46,23 @@ from sampleopt.data import SubspaceGaussian
 from sampleopt.data.toy import BIMODAL_MEANS, bimodal_1d_log_prob, hex_mixture_log_prob
 from sampleopt.errors import UsageError
 from sampleopt.objectives import Brightness, HexReward
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(x.shape[0], -1)
+
+
+def _classifier_features() -> Callable[[torch.Tensor], torch.Tensor]:
+    """The MNIST classifier's (n, 128) penultimate features of images clamped to [-1, 1]."""
+    from sampleopt.metrics.classifier import load_digit_classifier
+
+    clf = load_digit_classifier().requires_grad_(False)
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return clf.features(x.detach().float().cpu().clamp(-1.0, 1.0)).double()
+
+    return features
 
 
 def _bimodal_reward(x: torch.Tensor) -> torch.Tensor:
@@ -67,8 +89,10 @@ class _F1:
 @dataclass(frozen=True)
 class Task:
     """A comparison task (see the module docstring). ``reward()`` builds the per-sample
-    reward; ``optimum(**options)`` computes the optimum; ``sampler`` and ``steps`` are the
-    base sampler the methods fine-tune."""
+    reward; ``optimum(**options)`` computes the optimum (with p*'s feature moments);
+    ``sampler`` and ``steps`` are the base sampler the methods fine-tune;
+    ``features()`` builds the feature map of the Frechet distance to p* (None: the
+    flattened sample)."""
 
     name: str
     base: str
@@ -78,11 +102,18 @@ class Task:
     description: str
     reward: Callable[[], Callable]
     optimum: Callable[..., Optimum]
+    features: Callable[[], Callable] | None = None
+
+    def feature_map(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """x (n, ...) -> features (n, d) for the Frechet distance to p*."""
+        return self.features() if self.features is not None else _flat
 
 
 def bimodal_optimum(points: int = 200_001) -> Optimum:
     x = torch.linspace(-20.0, 20.0, points, dtype=torch.float64)[:, None]
-    return tilt_on_grid(bimodal_1d_log_prob(x), _bimodal_reward(x), 1.0, 40.0 / (points - 1))
+    return tilt_on_grid(
+        bimodal_1d_log_prob(x), _bimodal_reward(x), 1.0, 40.0 / (points - 1), features=x
+    )
 
 
 def bimodal_closed_form(lam: float = 1.0) -> Optimum:
@@ -96,7 +127,12 @@ def bimodal_closed_form(lam: float = 1.0) -> Optimum:
         rewards.append(-0.5 * ((mean - 3.0) ** 2 + var))
     z = sum(zs)
     reward = sum(zi * ri for zi, ri in zip(zs, rewards, strict=True)) / z
-    return Optimum(-lam * math.log(z), 0.0, reward, reward / lam - math.log(z), "closed form")
+    means = [(lam / (lam + 1.0)) * (m + 3.0 / lam) for m in BIMODAL_MEANS]
+    mean = sum(zi * mi for zi, mi in zip(zs, means, strict=True)) / z
+    second = sum(zi * (mi**2 + var) for zi, mi in zip(zs, means, strict=True)) / z
+    opt = Optimum(-lam * math.log(z), 0.0, reward, reward / lam - math.log(z), "closed form")
+    f64 = torch.float64
+    return opt.with_moments(torch.tensor([mean], dtype=f64), torch.tensor([[second - mean**2]]))
 
 
 def hex_optimum(step: float = 0.02, half_width: float = 12.0) -> Optimum:
@@ -106,12 +142,22 @@ def hex_optimum(step: float = 0.02, half_width: float = 12.0) -> Optimum:
     reward = HexReward(smooth=True).double()
     with torch.no_grad():
         r = torch.cat([reward(b) for b in x.split(200_000)])
-    return tilt_on_grid(hex_mixture_log_prob(x), r, 0.1, step * step)
+    return tilt_on_grid(hex_mixture_log_prob(x), r, 0.1, step * step, features=x)
 
 
 def subspace_optimum() -> Optimum:
-    """theta is a unit vector in span(A), so theta^T x = (A^T theta)^T z with |A^T theta| = 1."""
-    return gaussian_quadratic_tilt(10.0, 1.0, 3.0, 1.0)
+    """theta is a unit vector in span(A), so theta^T x = (A^T theta)^T z with
+    u = A^T theta of norm 1. The tilt of z ~ N(0, I) by exp(-(u^T z - 3)^2 / lam) is
+    Gaussian with precision I + (2 / lam) u u^T: covariance S = I - c u u^T with
+    c = (2 / lam) / (1 + 2 / lam), mean (6 / lam) S u; x = A z maps them to A S A^T
+    and A (6 / lam) S u."""
+    lam = 1.0
+    data = SubspaceGaussian(64, 16, seed=0, dtype=torch.float64)
+    u = data.A.T @ _subspace_theta()
+    cov_z = torch.eye(16, dtype=torch.float64) - (2 / lam) / (1 + 2 / lam) * torch.outer(u, u)
+    mean_z = (6.0 / lam) * cov_z @ u
+    opt = gaussian_quadratic_tilt(10.0, 1.0, 3.0, lam)
+    return opt.with_moments(data.A @ mean_z, data.A @ cov_z @ data.A.T)
 
 
 def mnist_optimum(pool: int = 4096, steps: int = 20, seed: int = 0) -> Optimum:
@@ -127,7 +173,7 @@ def mnist_optimum(pool: int = 4096, steps: int = 20, seed: int = 0) -> Optimum:
             [sampler.sample(min(128, pool - i), generator=gen) for i in range(0, pool, 128)]
         )
         r = Brightness()(x)
-    return tilt_by_importance(r, 0.05)
+    return tilt_by_importance(r, 0.05, features=_classifier_features()(x))
 
 
 TASKS: dict[str, Task] = {
@@ -144,7 +190,7 @@ TASKS: dict[str, Task] = {
              _F1, subspace_optimum),
         Task("mnist", "mnist", 0.05, "sde", 20,
              "MNIST model tilted toward brightness (importance weights on base samples)",
-             Brightness, mnist_optimum),
+             Brightness, mnist_optimum, _classifier_features),
     )
 }  # fmt: skip
 
