@@ -92,7 +92,7 @@ def write_plots(runner) -> list[str]:
 
 
 def _f(v: float, se: float | None = None) -> str:
-    if se is None or not math.isfinite(se):
+    if se is None or not math.isfinite(se) or se == 0:  # no SE, or exact
         return f"{v:.4g}"
     return f"{v:.4g} ± {se:.2g}"
 
