@@ -1,0 +1,57 @@
+"""The learning-rate probe behind the MNIST settings of `sampleopt compare`
+(docs/leaderboard.md section 4): each method at each learning rate, 8,000 network
+evaluations, seed 0, scored on 128 of the comparison's held-out paths.
+
+    OMP_NUM_THREADS=1 python scripts/compare_lr_probe.py adjoint,score-function 5e-5,5e-6
+
+Prints one row per (method, lr): evaluations, training seconds, J with its standard
+error, E[r], the path KL and the gap to the task's optimum J* (of docs/leaderboard.md
+section 1, -0.1950 on mnist; pass --j-star to use another).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+import torch
+
+from sampleopt.compare.methods import Run, get_method
+from sampleopt.compare.problem import Problem
+from sampleopt.compare.runner import EVAL_SEED
+from sampleopt.compare.tasks import get_task
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("methods", help="comma-separated method names")
+    ap.add_argument("lrs", help="comma-separated learning rates")
+    ap.add_argument("--task", default="mnist")
+    ap.add_argument("--budget", type=int, default=8000)
+    ap.add_argument("--eval-n", type=int, default=128)
+    ap.add_argument("--j-star", type=float, default=-0.1950)
+    args = ap.parse_args()
+    problem = Problem(get_task(args.task))
+    print("| method | lr | evaluations | train s | J | E[r] | path KL | gap |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in args.methods.split(","):
+        for lr in (float(v) for v in args.lrs.split(",")):
+            method = dataclasses.replace(get_method(name).for_task(args.task), lr=lr)
+            torch.manual_seed(0)
+            run = Run(method, problem, 0)
+            t0 = time.perf_counter()
+            while run.network_evals < args.budget:
+                run.step()
+            seconds = time.perf_counter() - t0
+            ev = problem.evaluate(run.chain(), args.eval_n, EVAL_SEED)
+            print(
+                f"| {name} | {lr:g} | {run.network_evals:,} | {seconds:.0f} | "
+                f"{ev['objective']:.4f} ± {ev['objective_se']:.4f} | {ev['reward']:.4f} | "
+                f"{ev['kl']:.3f} | {ev['objective'] - args.j_star:.4f} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
