@@ -3,6 +3,11 @@
 evaluations, seed 0, scored on 128 of the comparison's held-out paths.
 
     OMP_NUM_THREADS=1 python scripts/compare_lr_probe.py adjoint,score-function 5e-5,5e-6
+    OMP_NUM_THREADS=1 python scripts/compare_lr_probe.py guidance 0.3,0.1 --param sigma_y
+
+``--param`` probes another numeric setting of :class:`sampleopt.compare.methods.Method`
+(``sigma_y``, ``delta``, ``strength`` of guidance) instead of ``lr``; ``--set`` fixes
+others (``--set delta=0.05``).
 
 Prints one row per (method, lr): evaluations, training seconds, J with its standard
 error, E[r], the path KL and the gap to the task's optimum J* (of docs/leaderboard.md
@@ -26,18 +31,29 @@ from sampleopt.compare.tasks import get_task
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("methods", help="comma-separated method names")
-    ap.add_argument("lrs", help="comma-separated learning rates")
+    ap.add_argument("lrs", help="comma-separated values of --param (learning rates)")
+    ap.add_argument("--param", default="lr", help="the Method setting to probe")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="fix another numeric Method setting (repeatable)",
+    )
     ap.add_argument("--task", default="mnist")
     ap.add_argument("--budget", type=int, default=8000)
     ap.add_argument("--eval-n", type=int, default=128)
     ap.add_argument("--j-star", type=float, default=-0.1950)
     args = ap.parse_args()
     problem = Problem(get_task(args.task))
-    print("| method | lr | evaluations | train s | J | E[r] | path KL | gap |")
+    fixed = {k: float(v) for k, v in (item.split("=", 1) for item in args.set)}
+    print(f"| method | {args.param} | evaluations | train s | J | E[r] | path KL | gap |")
     print("|---|---|---|---|---|---|---|---|")
     for name in args.methods.split(","):
         for lr in (float(v) for v in args.lrs.split(",")):
-            method = dataclasses.replace(get_method(name).for_task(args.task), lr=lr)
+            method = dataclasses.replace(
+                get_method(name).for_task(args.task), **fixed, **{args.param: lr}
+            )
             torch.manual_seed(0)
             run = Run(method, problem, 0)
             t0 = time.perf_counter()
