@@ -59,6 +59,8 @@ def test_two_processes_under_accelerate_launch_equal_one(tmp_path):
     assert [r["unit"] for r in rows(two)] == [r["unit"] for r in rows(one)]
     summary = json.loads((two / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["units_done"] == 4
+    assert summary["processes"] == 2
+    assert json.loads((one / "summary.json").read_text())["processes"] == 1
 
 
 def test_committed_unit_files_are_taken_in_on_resume(tmp_path, monkeypatch):

@@ -27,6 +27,7 @@ def folder(tmp_path, name, task, status="completed", plot=True):
         "optimum": {"objective": -1.0, "objective_se": 0.0, "method": "closed form"},
         "table": [row("adjoint", 0.1), row("guidance", 0.7)],
         "unavailable": [{"method": "tr-bsde", "seed": 0, "reason": "no score here"}],
+        "timings_s": {"optimum": 30.0, "units": 270.0}, "processes": 2,
     }  # fmt: skip
     (d / "summary.json").write_text(json.dumps(summary))
     if plot:
@@ -53,6 +54,11 @@ def test_the_page_is_generated_between_its_markers(tmp_path):
     assert text.index("| 1 | adjoint |") < text.index("| 2 | guidance |")
     assert "from `compare-subspace`" in text and "tr-bsde (seed 0) did not run: no score" in text
     assert "J* = -1 (closed form)" in text  # an exact optimum has no ± 0
+    assert "Wall time 5.0 min on 2 processes: optimum 30 s, units 270 s." in text
+    # the overall ranking first: mean rank over the tasks, in the documented task order
+    assert text.index("### Overall") < text.index("### bimodal")
+    assert "| method | mean rank | bimodal | subspace |" in text
+    assert "| adjoint | 1.00 | 1 | 1 |" in text and "| guidance | 2.00 | 2 | 2 |" in text
     assert (p.parent / "leaderboard-subspace.png").read_bytes() == b"png"
     record = p.parent / "leaderboard-runs" / "compare-subspace" / "summary.json"
     assert record.read_text() == (a / "summary.json").read_text()
@@ -79,3 +85,20 @@ def test_bad_folders_and_pages_exit_2(tmp_path, capsys):
     (tmp_path / "x").mkdir()
     no_markers = page(tmp_path / "x", markers=False)
     assert main([str(done), "--page", str(no_markers)]) == 2
+
+
+def test_the_overall_ranking_averages_ranks_and_puts_partial_methods_last():
+    from sampleopt.compare.leaderboard import overall_section
+
+    def summary(task, methods):
+        return {"task": task, "table": [row(m, 0.1 * i) for i, m in enumerate(methods)]}
+
+    order = [summary("bimodal", ["a", "b", "c", "d"]), summary("hex", ["b", "a", "c"]),
+             summary("mnist", ["b", "c", "a"])]  # fmt: skip
+    lines = [ln for ln in overall_section(order).splitlines() if ln.startswith("| ")][1:]
+    assert lines == [
+        "| b | 1.33 | 2 | 1 | 1 |",
+        "| a | 2.00 | 1 | 2 | 3 |",
+        "| c | 2.67 | 3 | 3 | 2 |",
+        "| d | 4.00 | 4 | - | - |",  # ranked on one task only: after the others
+    ]

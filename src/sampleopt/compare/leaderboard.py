@@ -53,6 +53,19 @@ def _pm(mean: float, se: float, fmt: str = "{:.4g}") -> str:
     return fmt.format(mean) + (f" ± {fmt.format(se)}" if se == se and se > 0 else "")
 
 
+def _wall(s: dict) -> str:
+    """The run's wall time from its summary's ``timings_s`` (of the last session, on resume)."""
+    t = s.get("timings_s", {})
+    if "units" not in t:
+        return ""
+    procs = s.get("processes")
+    on = f" on {procs} process{'es' if procs > 1 else ''}" if procs else ""
+    return (
+        f" Wall time {(t.get('optimum', 0.0) + t['units']) / 60:.1f} min{on}: "
+        f"optimum {t.get('optimum', 0.0):.0f} s, units {t['units']:.0f} s."
+    )
+
+
 def task_section(s: dict, image: str | None) -> str:
     opt = s["optimum"]
     seeds = max((r["seeds"] for r in s["table"]), default=0)
@@ -61,7 +74,7 @@ def task_section(s: dict, image: str | None) -> str:
         "",
         f"lam = {s['lam']:g}; J* = {_pm(opt['objective'], opt.get('objective_se', 0.0))} "
         f"({opt['method']}); budget {s['budget']:,} network evaluations per run, {seeds} "
-        f"seeds; from `{s['folder'].name}`.",
+        f"seeds; from `{s['folder'].name}`.{_wall(s)}",
         "",
         "| rank | method | gap J - J* | J | E[r] | path KL | FD to p* | evaluations | "
         "updates | train s | peak MB |",
@@ -108,13 +121,37 @@ def method_sections(order: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def overall_section(order: list[dict]) -> str:
+    """Methods by their mean rank over the tasks (those ranked on every task first)."""
+    ranks: dict[str, dict[str, int]] = {}
+    for s in order:
+        for i, r in enumerate(s["table"], 1):
+            ranks.setdefault(r["method"], {})[s["task"]] = i
+    tasks = [s["task"] for s in order]
+
+    def key(name: str) -> tuple:
+        got = ranks[name]
+        return (-len(got), sum(got.values()) / len(got), name)
+
+    lines = ["### Overall", "",
+             "Mean rank by gap over the task tables below (1 is best; a method missing from a task "
+             "is ranked after those that ran on all of them).", "",
+             "| method | mean rank | " + " | ".join(tasks) + " |",
+             "|---|---|" + "---|" * len(tasks)]  # fmt: skip
+    for name in sorted(ranks, key=key):
+        got = ranks[name]
+        cells = " | ".join(str(got.get(t, "-")) for t in tasks)
+        lines.append(f"| {name} | {sum(got.values()) / len(got):.2f} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
 def render(summaries: list[dict], images: dict[str, str]) -> str:
     tasks = [s["task"] for s in summaries]
     if len(set(tasks)) != len(tasks):
         raise UsageError(f"one run folder per task, got tasks {tasks}")
     order = sorted(summaries, key=lambda s: (TASK_ORDER + (s["task"],)).index(s["task"]))
     tables = [task_section(s, images.get(s["task"])) for s in order]
-    return "\n".join([*tables, method_sections(order)])
+    return "\n".join([overall_section(order), *tables, method_sections(order)])
 
 
 def write(folders: list[Path], page: Path) -> str:

@@ -162,6 +162,7 @@ class CompareRunner(Runner):
             plan = parallel.Plan(str(self.rd.path), to_dict(self.cfg), self.optimum, pending)
             plan.share(self.store)
             mine = plan.mine(0, world)
+        self.summary["processes"] = world
         self.problem = Problem(self.task)
         bar = self.bar(len(self.units), unit="unit")
         bar.update(self.done)
