@@ -1,8 +1,9 @@
 """The command line of the comparison: ``sampleopt compare TASK [--methods a,b,...]
 [--budget N] [--seeds K] [--out DIR] [--no-progress]`` and ``sampleopt resume DIR`` of
 its run folder (:mod:`sampleopt.compare.runner` does the work). Both run under
-``accelerate launch --num_processes P -m sampleopt.cli ...`` too: process 0 writes the
-run folder, the others run their share of the units (:mod:`sampleopt.compare.parallel`)."""
+``accelerate launch --multi_gpu --num_processes P -m sampleopt.cli ...`` (or torchrun)
+too: process 0 writes the run folder, the others run their share of the units
+(:mod:`sampleopt.compare.parallel`)."""
 
 from __future__ import annotations
 

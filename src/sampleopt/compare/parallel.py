@@ -1,5 +1,6 @@
 """The comparison's units on several processes, when launched by ``accelerate launch``
-(or torchrun): ``accelerate launch --num_processes P -m sampleopt.cli compare TASK``.
+(or torchrun): ``accelerate launch --multi_gpu --num_processes P -m sampleopt.cli compare
+TASK`` (``--multi_gpu`` starts the P processes on a machine without GPUs too).
 
 Units are independent (every unit seeds its own random streams), so the processes
 split them and need no gradient traffic. No ``torch.distributed`` process group is
