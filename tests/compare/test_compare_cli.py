@@ -11,6 +11,9 @@ import pytest
 
 import sampleopt.compare.runner as compare_runner
 from sampleopt.cli import main
+from sampleopt.compare.problem import Problem
+from sampleopt.compare.runner import EVAL_SEED
+from sampleopt.compare.tasks import get_task
 from sampleopt.errors import UsageError
 
 
@@ -39,9 +42,18 @@ def test_tiny_comparison_end_to_end(tmp_path, task, methods, capsys):
         lam = summary["lam"]
         assert r["objective_mean"] == pytest.approx(-r["reward_mean"] + lam * r["kl_mean"])
         assert r["gap_mean"] == pytest.approx(r["objective_mean"] - summary["optimum"]["objective"])
+    # the reference row: the base model itself on the same held-out paths, KL exactly 0
+    base = summary["base"]
+    assert base["kl"] == 0.0 and base["objective"] == -base["reward"]
+    assert base["gap"] == pytest.approx(base["objective"] - summary["optimum"]["objective"])
+    assert base["gap"] > 0 and math.isfinite(base["fd_star"])
+    problem = Problem(get_task(task))
+    again = problem.evaluate(problem.reference, base["eval_n"], EVAL_SEED)
+    assert again["objective"] == base["objective"]  # the same paths as every method's
     report = (out / "report.md").read_text()
     for m in methods.split(","):
         assert f"| {m} |" in report
+    assert "| - | base model (not fine-tuned) |" in report
     assert (out / "gap_vs_evals.png").stat().st_size > 0
     assert "report:" in capsys.readouterr().out
 

@@ -60,6 +60,7 @@ def test_two_processes_under_accelerate_launch_equal_one(tmp_path):
     summary = json.loads((two / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["units_done"] == 4
     assert summary["processes"] == 2
+    assert "units on 2 processes" in (two / "report.md").read_text()
     assert json.loads((one / "summary.json").read_text())["processes"] == 1
 
 

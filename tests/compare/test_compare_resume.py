@@ -48,6 +48,7 @@ def test_killed_comparison_resumes_bit_identical(tmp_path, monkeypatch, capsys):
     assert json.loads((cut / "summary.json").read_text())["status"] == "failed"
     tensors, meta = load_checkpoint(cut)
     assert int(tensors["done"]) == 2 and meta["optimum"] is not None
+    assert meta["base"] == load_checkpoint(full)[1]["base"]  # kept, not recomputed
 
     assert main(["resume", str(cut), "--no-progress"]) == 0
     assert table(cut) == table(full)

@@ -28,6 +28,7 @@ def folder(tmp_path, name, task, status="completed", plot=True):
         "table": [row("adjoint", 0.1), row("guidance", 0.7)],
         "unavailable": [{"method": "tr-bsde", "seed": 0, "reason": "no score here"}],
         "timings_s": {"optimum": 30.0, "units": 270.0}, "processes": 2,
+        "base": {"gap": 0.9, "objective": -0.1, "reward": 0.1, "kl": 0.0, "fd_star": 3.0},
     }  # fmt: skip
     (d / "summary.json").write_text(json.dumps(summary))
     if plot:
@@ -52,6 +53,7 @@ def test_the_page_is_generated_between_its_markers(tmp_path):
     assert "old" not in text
     assert text.index("### bimodal") < text.index("### subspace")  # the documented order
     assert text.index("| 1 | adjoint |") < text.index("| 2 | guidance |")
+    assert "| - | *base model, not fine-tuned* | 0.9 | -0.1 | 0.1 | 0 | 3 |" in text
     assert "from `compare-subspace`" in text and "tr-bsde (seed 0) did not run: no score" in text
     assert "J* = -1 (closed form)" in text  # an exact optimum has no ± 0
     assert "Wall time 5.0 min on 2 processes: optimum 30 s, units 270 s." in text

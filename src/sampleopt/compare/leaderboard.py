@@ -89,6 +89,12 @@ def task_section(s: dict, image: str | None) -> str:
             f"{r['updates_mean']:.0f} | "
             f"{r['seconds_mean']:.1f} | {r['peak_rss_mb']:.0f} |"
         )
+    if s.get("base"):  # the reference row: the base model itself, on the same paths
+        b = s["base"]
+        lines.append(
+            f"| - | *base model, not fine-tuned* | {b['gap']:.4g} | {b['objective']:.4g} | "
+            f"{b['reward']:.4g} | 0 | {b['fd_star']:.4g} | 0 | 0 | - | - |"
+        )
     for u in s.get("unavailable", []):
         lines.append(f"\n* {u['method']} (seed {u['seed']}) did not run: {u['reason']}")
     if image:

@@ -97,13 +97,18 @@ def _f(v: float, se: float | None = None) -> str:
     return f"{v:.4g} ± {se:.2g}"
 
 
+def _on(processes) -> str:
+    return f", units on {processes} processes" if processes and processes > 1 else ""
+
+
 def report_markdown(summary: dict, cfg, plots: list[str]) -> str:
     opt = summary.get("optimum") or {}
     lines = [
         f"# compare {cfg.task}",
         "",
         f"Task `{cfg.task}`: lam = {summary.get('lam')}, budget {summary.get('budget')} "
-        f"network evaluations per (method, seed), {cfg.seeds} seed(s) from {cfg.seed}. "
+        f"network evaluations per (method, seed), {cfg.seeds} seed(s) from {cfg.seed}"
+        f"{_on(summary.get('processes'))}. "
         f"Optimum J* = {_f(opt.get('objective', math.nan), opt.get('objective_se'))} "
         f"({opt.get('method')}; E[r] = {opt.get('reward', math.nan):.4g}, "
         f"KL = {opt.get('kl', math.nan):.4g}).",
@@ -129,6 +134,13 @@ def report_markdown(summary: dict, cfg, plots: list[str]) -> str:
             f"{_f(r['fd_star_mean'], r['fd_star_se'])} | {r['network_evals_mean']:.0f} | "
             f"{r['updates_mean']:.0f} | "
             f"{r['seconds_mean']:.1f} | {r['peak_rss_mb']:.0f} |"
+        )
+    if summary.get("base"):
+        b = summary["base"]
+        lines.append(
+            f"| - | base model (not fine-tuned) | {_f(b['gap'])} | "
+            f"{_f(b['objective'], b['objective_se'])} | {_f(b['reward'], b['reward_se'])} "
+            f"| 0 | {_f(b['fd_star'])} | 0 | 0 | - | - |"
         )
     if summary.get("unavailable"):
         lines += ["", "Not run or failed:", ""]

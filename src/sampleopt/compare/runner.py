@@ -13,7 +13,9 @@ time of the training (evaluations excluded) and the process's peak resident memo
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``, the peak of the whole process so far:
 an upper bound of the unit's own). Every unit is scored on the same held-out draws.
 
-The optimum is computed once, at the start, and kept in the checkpoint. A checkpoint
+The optimum is computed once, at the start, and kept in the checkpoint, as is the base
+model's own score on the same held-out paths (``base``: the tables' reference row, what
+a method gains over not fine-tuning; its path KL is 0). A checkpoint
 follows every unit, so a kill loses at most the unit in progress; every unit seeds its
 own random streams (the global generator, the method's seed), so ``sampleopt resume
 DIR`` ends with the numbers an uninterrupted run has (wall times and memory aside). A
@@ -123,6 +125,7 @@ class CompareRunner(Runner):
         }
         self.reasons: dict[str, str] = {}
         self.optimum: dict | None = None
+        self.base: dict | None = None  # the base model's own score, the table's reference row
         self.store = store
         saved = self.read_checkpoint()
         if saved is not None:
@@ -130,6 +133,7 @@ class CompareRunner(Runner):
             self.restore(self.results, tensors)
             self.reasons = dict(meta.get("reasons", {}))
             self.optimum = meta.get("optimum")
+            self.base = meta.get("base")
             self.rd.keep_metrics(lambda row: self.finished(row.get("unit", U)))
         self.problem: Problem | None = None
 
@@ -146,6 +150,7 @@ class CompareRunner(Runner):
             {"done": torch.tensor(self.done), **self.results},
             reasons=self.reasons,
             optimum=self.optimum,
+            base=self.base,
         )
 
     def execute(self) -> None:
@@ -164,6 +169,14 @@ class CompareRunner(Runner):
             mine = plan.mine(0, world)
         self.summary["processes"] = world
         self.problem = Problem(self.task)
+        if self.base is None:  # the base model on the same held-out paths, not fine-tuned
+            with self.timed("base"):
+                self.base = self.problem.evaluate(self.problem.reference,
+                                                  self.cfg.resolved_eval_n, EVAL_SEED,
+                                                  target=self.optimum)  # fmt: skip
+            self.checkpoint()
+        self.summary["base"] = {**self.base, "gap": self.base["objective"]
+                                - self.optimum["objective"]}  # fmt: skip
         bar = self.bar(len(self.units), unit="unit")
         bar.update(self.done)
         with self.timed("units"):
