@@ -60,10 +60,8 @@ def _wall(s: dict) -> str:
         return ""
     procs = s.get("processes")
     on = f" on {procs} process{'es' if procs > 1 else ''}" if procs else ""
-    return (
-        f" Wall time {(t.get('optimum', 0.0) + t['units']) / 60:.1f} min{on}: "
-        f"optimum {t.get('optimum', 0.0):.0f} s, units {t['units']:.0f} s."
-    )
+    phases = ", ".join(f"{k} {v:.0f} s" for k, v in t.items())
+    return f" Wall time {sum(t.values()) / 60:.1f} min{on}: {phases}."
 
 
 def task_section(s: dict, image: str | None) -> str:
