@@ -4,9 +4,11 @@
     python -m sampleopt.compare.leaderboard RUN_DIR [RUN_DIR ...] --page docs/leaderboard.md
 
 writes, between the page's markers ``<!-- leaderboard:start -->`` and
-``<!-- leaderboard:end -->`` (the rest of the page is left as it is), one table per task,
-methods ranked by their mean gap J - J* at equal budget with standard errors over seeds,
-the methods that could not run with the reason, and each folder's gap-against-evaluations
+``<!-- leaderboard:end -->`` (the rest of the page is left as it is), an overall table
+(each method's mean rank over the tasks), then one table per task with its run's wall
+time: methods ranked by their mean gap J - J* at equal budget with standard errors over
+seeds, the base model's own score as an unranked reference row, the methods that could
+not run with the reason, and each folder's gap-against-evaluations
 plot copied next to the page as ``leaderboard-TASK.png``; then one short table per
 method (its rank and gap on every task, under the heading ``method: NAME``, the anchor
 ``#method-NAME`` that the method's own docs page links to). Every row names the run
