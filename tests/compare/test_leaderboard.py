@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from sampleopt.compare.leaderboard import END, START, main
 
 
@@ -104,3 +106,30 @@ def test_the_overall_ranking_averages_ranks_and_puts_partial_methods_last():
         "| c | 2.67 | 3 | 3 | 2 |",
         "| d | 4.00 | 4 | - | - |",  # ranked on one task only: after the others
     ]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda s: s["base"].pop("gap"),
+        lambda s: s["table"][0].pop("gap_mean"),
+        lambda s: s.pop("task"),
+        lambda s: s.update(processes="two"),
+        lambda s: s.update(timings_s={"units": "long"}),
+    ],
+    ids=["base-row", "table-row", "no-task", "processes", "timings"],
+)
+def test_a_damaged_summary_exits_2_and_changes_nothing(tmp_path, capsys, damage):
+    p = page(tmp_path)
+    before = p.read_text()
+    d = folder(tmp_path, "compare-hex", "hex")
+    summary = json.loads((d / "summary.json").read_text())
+    damage(summary)
+    (d / "summary.json").write_text(json.dumps(summary))
+    assert main([str(d), "--page", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert "not a comparison summary" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert p.read_text() == before
+    assert not (p.parent / "leaderboard-runs").exists()
+    assert not (p.parent / "leaderboard-hex.png").exists()

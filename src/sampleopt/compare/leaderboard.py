@@ -42,11 +42,16 @@ def load(folder: Path) -> dict:
         summary = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise UsageError(f"{folder}: no readable summary.json ({exc})") from None
+    if not isinstance(summary, dict):
+        raise UsageError(f"{folder}: summary.json is not a comparison summary")
     if summary.get("status") != "completed" or "table" not in summary:
         raise UsageError(
             f"{folder}: the comparison is not completed (status {summary.get('status')!r}); "
             "finish it with `sampleopt resume DIR`"
         )
+    missing = [k for k in ("task", "lam", "budget", "optimum") if k not in summary]
+    if missing or not isinstance(summary["task"], str):
+        raise UsageError(f"{folder}: summary.json is not a comparison summary (no {missing})")
     return {**summary, "folder": Path(folder)}
 
 
@@ -156,7 +161,15 @@ def render(summaries: list[dict], images: dict[str, str]) -> str:
     if len(set(tasks)) != len(tasks):
         raise UsageError(f"one run folder per task, got tasks {tasks}")
     order = sorted(summaries, key=lambda s: (TASK_ORDER + (s["task"],)).index(s["task"]))
-    tables = [task_section(s, images.get(s["task"])) for s in order]
+    tables = []
+    for s in order:
+        try:
+            tables.append(task_section(s, images.get(s["task"])))
+        except (KeyError, TypeError, ValueError) as exc:  # a damaged or foreign summary
+            raise UsageError(
+                f"{s['folder']}: summary.json is not a comparison summary "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
     return "\n".join([overall_section(order), *tables, method_sections(order)])
 
 
@@ -166,19 +179,17 @@ def write(folders: list[Path], page: Path) -> str:
     text = page.read_text() if page.exists() else ""
     if START not in text or END not in text or text.index(START) > text.index(END):
         raise UsageError(f"{page} needs the markers {START} and {END}, in that order")
-    images = {}
+    plots = {s["task"]: s["folder"] / "gap_vs_evals.png" for s in summaries}
+    images = {t: f"leaderboard-{t}.png" for t, plot in plots.items() if plot.exists()}
+    body = render(summaries, images)  # first: a damaged summary changes nothing
     for s in summaries:
         record = page.parent / RECORDS / s["folder"].name
         record.mkdir(parents=True, exist_ok=True)
         for name in RECORD_FILES:
             if (s["folder"] / name).exists():
                 shutil.copyfile(s["folder"] / name, record / name)
-        plot = s["folder"] / "gap_vs_evals.png"
-        if plot.exists():
-            name = f"leaderboard-{s['task']}.png"
-            shutil.copyfile(plot, page.parent / name)
-            images[s["task"]] = name
-    body = render(summaries, images)
+    for task, name in images.items():
+        shutil.copyfile(plots[task], page.parent / name)
     head, rest = text.split(START, 1)
     tail = rest.split(END, 1)[1]
     page.write_text(f"{head}{START}\n\n{body}\n{END}{tail}")
