@@ -64,3 +64,27 @@ def test_killed_comparison_resumes_bit_identical(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     assert main(["resume", str(cut)]) == 2
     assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_a_kill_while_the_base_row_is_scored_resumes_to_the_same_numbers(tmp_path, monkeypatch):
+    """Killed after the optimum's checkpoint, while the base model is scored: the resume
+    keeps the optimum, scores the base on the same paths and runs every unit."""
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert main(["compare", "bimodal", "--out", str(full), *ARGS]) == 0
+    original = compare_runner.Problem.evaluate
+
+    def killed(self, chain, *args, **kwargs):
+        if chain is self.reference:
+            raise KeyboardInterrupt
+        return original(self, chain, *args, **kwargs)
+
+    monkeypatch.setattr(compare_runner.Problem, "evaluate", killed)
+    assert main(["compare", "bimodal", "--out", str(cut), *ARGS]) == 130
+    monkeypatch.setattr(compare_runner.Problem, "evaluate", original)
+    tensors, meta = load_checkpoint(cut)
+    assert int(tensors["done"]) == 0 and meta["optimum"] is not None and meta["base"] is None
+
+    assert main(["resume", str(cut), "--no-progress"]) == 0
+    a, b = (json.loads((f / "summary.json").read_text()) for f in (full, cut))
+    assert b["base"] == a["base"] and b["optimum"] == a["optimum"]
+    assert table(cut) == table(full) and rows(cut) == rows(full)
